@@ -1,0 +1,7 @@
+"""visprompt: reproducible replications of VPT, Visual Prompting and RPO.
+
+Two profiles run the same code: ``mini`` (offline, CPU, a procedural image world with tiny
+backbones pretrained by the pipeline) and ``paper`` (GPU, real datasets and checkpoints).
+"""
+
+__version__ = "0.1.0"
