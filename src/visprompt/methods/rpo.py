@@ -1,0 +1,273 @@
+"""RPO: Read-only Prompt Optimization (Lee et al., ICCV 2023, arXiv 2308.14960).
+
+K learnable prompts on each encoder of a frozen CLIP. Attention masks hide every prompt column
+from every row, so the prompts only *read* the original tokens and the original tokens compute
+exactly what frozen CLIP computes. Text prompt i overwrites position EOT+1+i after the token and
+positional embeddings (it has no positional embedding); visual prompts are appended after
+``[CLS; patches] + positional_embedding`` and go through ``ln_pre``. Prompt i of the image is
+paired only with prompt i of the text:
+``logits = (1/K) sum_i exp(logit_scale) * img_i @ text_i^T``.
+
+Two implementations of the same function (``fast`` in the config):
+
+* plain (``fast=False``): the straightforward masked forward, as in the paper; every step runs
+  every class prompt through the whole text tower and all image tokens with autograd.
+* fast (default): exploits read-only-ness. The original tokens never see the prompts, so
+  (text) each layer's keys/values of the class prompts are computed once per class set and cached,
+  and a step pushes only the K prompt rows of each class through the layers; (vision) the image
+  tokens run without autograd, keeping each layer's keys/values from the same projection the
+  block's attention uses, and only the K prompt rows are run with autograd. It gives the plain
+  path's logits to fp32 rounding (tests/test_rpo.py).
+
+Deliberate differences from the official code (mlvlab/RPO): class names are formatted as CoOp
+does (underscores -> spaces); sequence lengths and head counts come from the model (no hard-coded
+ViT-B/16 sizes or 8 heads); masks are built per call and never stored on the attention modules
+(the official block keeps the last mask on itself and reuses it in later mask-less calls).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
+from torch import nn
+
+from ..backbones.clip import format_classname
+from ..errors import ConfigError
+from ..utils import freeze
+from .coop import check_text_tower, text_head, tokenize_fitting
+from .registry import register_method
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+INIT_NOISE_NORM = 0.1  # ST-initialisation: each prompt = base + a random direction of this L2 norm
+
+
+def _check_blocks(blocks, where: str) -> None:
+    for blk in blocks:
+        attn = getattr(blk, "attn", None)
+        if not isinstance(attn, nn.MultiheadAttention) or not attn.batch_first or not attn._qkv_same_embed_dim or attn.bias_k is not None:
+            raise ConfigError(
+                f"RPO needs open_clip's standard ResidualAttentionBlock (batch-first nn.MultiheadAttention) in the {where}; "
+                f"got {type(blk).__name__}: use a plain CLIP such as ViT-B-16 or the mini CLIP"
+            )
+
+
+def check_rpo_clip(clip) -> None:
+    """Fail early on CLIP variants whose towers RPO cannot drive token by token."""
+    check_text_tower(clip, "rpo")
+    visual = getattr(clip, "visual", None)
+    if not isinstance(visual, VisionTransformer) or visual.attn_pool is not None or visual.proj is None:
+        raise ConfigError(
+            "RPO needs an open_clip CLIP whose image tower is a VisionTransformer with a class token, "
+            f"ln_post and proj (no attentional pooling); got {type(visual).__name__}"
+        )
+    _check_blocks(visual.transformer.resblocks, "image tower")
+    _check_blocks(clip.transformer.resblocks, "text tower")
+
+
+def frozen_block(blk, x: torch.Tensor, attn_mask: torch.Tensor | None = None):
+    """One frozen block over the original tokens; returns ``(output, keys, values)``.
+
+    It does the arithmetic ``nn.MultiheadAttention`` itself would do -- its native kernel
+    (contiguous projection, softmax of pre-scaled scores, on CPU) when there is no mask, its
+    functional path (projection in (N, B, D) layout, SDPA) with a float mask -- so the original
+    tokens are bit-identical to frozen CLIP on CPU, while the keys and values come out of the same
+    projection instead of being computed a second time for the prompts.
+    """
+    attn = blk.attn
+    B, N, D = x.shape
+    H = attn.num_heads
+    d = D // H
+    h = blk.ln_1(x)
+    if attn_mask is None:
+        qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
+    else:
+        qkv = F.linear(h.transpose(0, 1), attn.in_proj_weight, attn.in_proj_bias).transpose(0, 1)
+    q, k, v = (t.view(B, N, H, d).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+    if attn_mask is None and x.device.type == "cpu":
+        o = torch.softmax((q * (1.0 / math.sqrt(d))) @ k.transpose(-2, -1), dim=-1) @ v
+    else:
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=None if attn_mask is None else attn_mask.to(q.dtype))
+    x = x + blk.ls_1(attn.out_proj(o.transpose(1, 2).reshape(B, N, D)))
+    x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+    return x, k, v
+
+
+def frozen_pass(blocks, x: torch.Tensor, attn_mask: torch.Tensor | None = None, keep_states: bool = False):
+    """Run frozen ``blocks``; return each layer's output (if ``keep_states``) and its (keys, values)."""
+    states, kvs = [], []
+    for blk in blocks:
+        x, k, v = frozen_block(blk, x, attn_mask)
+        kvs.append((k, v))
+        if keep_states:
+            states.append(x)
+    return states, kvs
+
+
+def prompt_block(blk, p: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One block for the prompt rows ``p`` (B, K, D) only.
+
+    Prompts read the original tokens' keys/values ``k``, ``v`` (B, H, N, d) and never each other
+    or themselves, so only their queries are projected. ``key_mask`` (bool, True = may attend)
+    limits which original tokens they read.
+    """
+    attn = blk.attn
+    B, K, D = p.shape
+    H = attn.num_heads
+    bias = attn.in_proj_bias[:D] if attn.in_proj_bias is not None else None
+    q = F.linear(blk.ln_1(p), attn.in_proj_weight[:D], bias).view(B, K, H, D // H).transpose(1, 2)
+    o = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=key_mask)
+    p = p + blk.ls_1(attn.out_proj(o.transpose(1, 2).reshape(B, K, D)))
+    return p + blk.ls_2(blk.mlp(blk.ln_2(p)))
+
+
+def st_init(base: torch.Tensor, K: int, generator: torch.Generator) -> torch.Tensor:
+    """K copies of ``base`` each moved by a random direction of L2 norm exactly INIT_NOISE_NORM."""
+    noise = torch.randn(K, base.numel(), generator=generator)
+    return base.detach().float().cpu().reshape(1, -1) + INIT_NOISE_NORM * F.normalize(noise, dim=-1)
+
+
+class RPO(nn.Module):
+    """Frozen CLIP + K read-only prompts on each encoder (ST-initialised)."""
+
+    def __init__(self, clip, tokenizer, classnames, K: int = 24, template: str = DEFAULT_TEMPLATE, fast: bool = True, seed: int = 0):
+        super().__init__()
+        if K < 1:
+            raise ConfigError(f"rpo: K (prompts per encoder) must be >= 1, got {K}")
+        if template.count("{}") != 1:
+            raise ConfigError(f"rpo: template {template!r} must contain exactly one '{{}}' for the class name")
+        check_rpo_clip(clip)
+        self.clip = freeze(clip).eval()
+        self.tokenizer = tokenizer
+        self.template = template
+        self.K = K
+        self.fast = fast
+        device = clip.logit_scale.device
+
+        eot_id = getattr(tokenizer, "eot_token_id", None)
+        if eot_id is None:
+            eot_id = int(tokenizer([""], context_length=clip.context_length).max())
+        gen = torch.Generator().manual_seed(seed)
+        self.text_prompts = nn.Parameter(st_init(clip.token_embedding.weight[eot_id], K, gen).to(device))
+        self.visual_prompts = nn.Parameter(st_init(clip.visual.class_embedding, K, gen).to(device))
+
+        for name in ("text_embeds", "eot", "text_k", "text_v", "text_key_mask"):
+            self.register_buffer(name, torch.empty(0), persistent=False)
+        self.set_classnames(classnames)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    # ---- class set -------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_classnames(self, classnames) -> None:
+        """Tokenize the class prompts, check K fits, and rebuild the text-side cache."""
+        clip = self.clip
+        self.classnames = list(classnames)
+        texts = [self.template.format(format_classname(c)) for c in self.classnames]
+        tokens, eot = tokenize_fitting(self.tokenizer, texts, clip.context_length, extra=self.K, what=f"RPO with K={self.K} text prompts")
+        device = self.text_prompts.device
+        tokens, eot = tokens.to(device), eot.to(device)
+        self.eot = eot
+        # Token + positional embedding of the class prompts, computed once (the plain path's input).
+        self.text_embeds = clip.token_embedding(tokens).float() + clip.positional_embedding.float()
+        # Fast path: keys/values of the original tokens at every layer, as CLIP's causal forward
+        # computes them; prompts only read positions 0..EOT, so keep columns up to the longest EOT.
+        _, kvs = frozen_pass(clip.transformer.resblocks, self.text_embeds, clip.attn_mask)
+        cut = int(eot.max()) + 1
+        self.text_k = torch.stack([k[:, :, :cut] for k, _ in kvs])  # (layers, n_cls, H, cut, d)
+        self.text_v = torch.stack([v[:, :, :cut] for _, v in kvs])
+        self.text_key_mask = (torch.arange(cut, device=device)[None, :] <= eot[:, None])[:, None, None, :]
+
+    # ---- text side -------------------------------------------------------------------------
+    def _prompt_positions(self) -> torch.Tensor:
+        """(n_cls, K) positions EOT+1+i of the text prompts."""
+        return self.eot[:, None] + 1 + torch.arange(self.K, device=self.eot.device)
+
+    def text_sequences(self) -> torch.Tensor:
+        """Embedded class prompts with text prompt i written over position EOT+1+i: (n_cls, L, width)."""
+        n_cls, _, width = self.text_embeds.shape
+        idx = self._prompt_positions()[..., None].expand(-1, -1, width)
+        return self.text_embeds.scatter(1, idx, self.text_prompts.unsqueeze(0).expand(n_cls, -1, -1).to(self.text_embeds.dtype))
+
+    def text_attn_mask(self) -> torch.Tensor:
+        """CLIP's causal mask plus -inf on every column after each class's EOT: (n_cls * heads, L, L)."""
+        causal = self.clip.attn_mask
+        L = causal.shape[0]
+        after_eot = torch.arange(L, device=causal.device)[None, :] > self.eot[:, None]  # (n_cls, L)
+        mask = causal.unsqueeze(0).masked_fill(after_eot[:, None, :], float("-inf"))
+        return mask.repeat_interleave(self.clip.transformer.resblocks[0].attn.num_heads, dim=0)
+
+    def _text_plain(self) -> torch.Tensor:
+        x = self.clip.transformer(self.text_sequences(), attn_mask=self.text_attn_mask())
+        idx = self._prompt_positions()[..., None].expand(-1, -1, x.shape[-1])
+        return text_head(self.clip, x.gather(1, idx))
+
+    def _text_fast(self) -> torch.Tensor:
+        n_cls = self.text_embeds.shape[0]
+        p = self.text_prompts.unsqueeze(0).expand(n_cls, -1, -1)
+        for i, blk in enumerate(self.clip.transformer.resblocks):
+            p = prompt_block(blk, p, self.text_k[i], self.text_v[i], self.text_key_mask)
+        return text_head(self.clip, p)
+
+    def text_features(self) -> torch.Tensor:
+        """Unnormalised text features of the K prompts for every class: (n_cls, K, embed_dim)."""
+        return self._text_fast() if self.fast else self._text_plain()
+
+    # ---- image side ------------------------------------------------------------------------
+    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """``[CLS; patches] + positional_embedding``, before ln_pre: (B, N, width)."""
+        visual = self.clip.visual
+        x = visual.conv1(images)
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        return visual.patch_dropout(x)
+
+    def _image_head(self, p: torch.Tensor) -> torch.Tensor:
+        return self.clip.visual.ln_post(p) @ self.clip.visual.proj
+
+    def _image_plain(self, images: torch.Tensor) -> torch.Tensor:
+        visual = self.clip.visual
+        x = self.image_tokens(images)
+        B, N, _ = x.shape
+        x = torch.cat([x, self.visual_prompts.unsqueeze(0).expand(B, -1, -1).to(x.dtype)], dim=1)
+        mask = torch.zeros(N + self.K, N + self.K, device=x.device, dtype=x.dtype)
+        mask[:, N:] = float("-inf")
+        x = visual.transformer(visual.ln_pre(x), attn_mask=mask)
+        return self._image_head(x[:, N:])
+
+    def frozen_image_pass(self, images: torch.Tensor, keep_states: bool = False):
+        """The original image tokens through the frozen tower (no autograd): layer outputs, (keys, values)."""
+        with torch.no_grad():
+            x = self.clip.visual.ln_pre(self.image_tokens(images))
+            return frozen_pass(self.clip.visual.transformer.resblocks, x, keep_states=keep_states)
+
+    def _image_fast(self, images: torch.Tensor) -> torch.Tensor:
+        _, kvs = self.frozen_image_pass(images)
+        visual = self.clip.visual
+        p = visual.ln_pre(self.visual_prompts).unsqueeze(0).expand(images.shape[0], -1, -1)
+        for blk, (k, v) in zip(visual.transformer.resblocks, kvs):
+            p = prompt_block(blk, p, k, v)
+        return self._image_head(p)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image features of the K prompts: (B, K, embed_dim)."""
+        return self._image_fast(images) if self.fast else self._image_plain(images)
+
+    # ---- logits ----------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        img = F.normalize(self.image_features(images), dim=-1)
+        txt = F.normalize(self.text_features(), dim=-1).to(img.dtype)
+        # prompt i of the image pairs only with prompt i of the text; average over the K pairs
+        return self.clip.logit_scale.exp() * torch.einsum("bkd,ckd->bc", img, txt) / self.K
+
+
+@register_method("rpo", family="clip", paper="rpo")
+def rpo(clip, tokenizer, classnames, K: int = 24, template: str = DEFAULT_TEMPLATE, fast: bool = True, seed: int = 0):
+    """RPO: K read-only prompts per encoder of a frozen CLIP (fast cached path by default)."""
+    return RPO(clip, tokenizer, classnames, K=K, template=template, fast=fast, seed=seed)

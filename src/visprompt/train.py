@@ -1,0 +1,323 @@
+"""One training loop for every method of every paper.
+
+The recipe (optimizer, learning rate and its scaling, warmup, cosine schedule) comes from
+params.yaml through :class:`Recipe`. The loop is deterministic on CPU: each epoch's shuffle and
+dropout RNG are seeded from ``(seed, epoch)``, so a run resumed from its per-epoch checkpoint ends
+with exactly the same weights and metrics as an uninterrupted one.
+
+Two things the official codebases get wrong are avoided on purpose:
+
+* the warmup never gives a learning rate of zero (VPT's schedule spends its whole first epoch at
+  lr 0): warmup step ``i`` of ``W`` uses ``lr * (i + 1) / W``;
+* AdamW keeps its own weight decay even when it is 0 (it never falls back to SGD).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import ConfigError
+from .utils import count_parameters, default_device
+
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCALINGS = ("none", "batch256")
+SCHEDULES = ("cosine", "constant")
+AUGMENTS = ("none", "flip", "crop_flip")
+
+
+@dataclass
+class Recipe:
+    """How to train: every field can be set from params.yaml."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1  # base learning rate
+    lr_scaling: str = "none"  # 'batch256': actual lr = lr * batch_size / 256 (VPT)
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    batch_size: int = 64
+    epochs: int = 10
+    warmup_epochs: float = 0.0  # linear warmup measured in epochs ...
+    warmup_steps: int = 0  # ... or in optimizer steps (visual prompting); steps win if both set
+    warmup_lr: float | None = None  # constant lr during warmup instead of a ramp (RPO/CoOp: 1e-5)
+    schedule: str = "cosine"
+    step_per: str = "step"  # schedule granularity: 'step' or 'epoch'
+    augment: str = "none"  # batched augmentation for in-memory datasets
+    grad_clip: float | None = None
+    amp: bool = True  # bf16 autocast when running on CUDA (never on CPU)
+    num_workers: int = 0  # DataLoader workers for on-disk (paper) datasets
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Recipe":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown recipe keys {sorted(unknown)}; valid keys: {sorted(known)}")
+        r = cls(**d)
+        r.validate()
+        return r
+
+    def validate(self) -> None:
+        checks = [
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.lr_scaling in LR_SCALINGS, f"lr_scaling must be one of {LR_SCALINGS}, got {self.lr_scaling!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.step_per in ("step", "epoch"), f"step_per must be 'step' or 'epoch', got {self.step_per!r}"),
+            (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}, got {self.augment!r}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_epochs >= 0 and self.warmup_steps >= 0, "warmup must be >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"recipe: {msg}")
+
+    @property
+    def actual_lr(self) -> float:
+        return self.lr * self.batch_size / 256 if self.lr_scaling == "batch256" else self.lr
+
+
+def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): warmup, then cosine to zero."""
+    base = recipe.actual_lr
+    if recipe.step_per == "epoch":
+        t, total = step // steps_per_epoch, recipe.epochs
+        warm = math.ceil(recipe.warmup_steps / steps_per_epoch) if recipe.warmup_steps else round(recipe.warmup_epochs)
+    else:
+        t, total = step, recipe.epochs * steps_per_epoch
+        warm = recipe.warmup_steps or round(recipe.warmup_epochs * steps_per_epoch)
+    warm = min(warm, total - 1) if total > 1 else 0
+    if t < warm:
+        return recipe.warmup_lr if recipe.warmup_lr is not None else base * (t + 1) / warm
+    if recipe.schedule == "constant":
+        return base
+    progress = (t - warm) / max(1, total - warm)
+    return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """Trainable parameters in two groups: with and without weight decay (``no_weight_decay()``)."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name in skip else decay).append(p)
+    if not decay and not no_decay:
+        raise ConfigError(f"{type(model).__name__} has no trainable parameters")
+    groups = [g for g in ({"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.actual_lr, momentum=recipe.momentum)
+    return torch.optim.AdamW(groups, lr=recipe.actual_lr)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Batched augmentations for in-memory datasets (same draws on every machine for a seed)."""
+    if kind == "none":
+        return x
+    b = x.shape[0]
+    if kind == "crop_flip":
+        pad = max(1, x.shape[-1] // 8)
+        xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        h, w = x.shape[-2:]
+        x = torch.stack([xp[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    flip = torch.rand(b, generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+
+
+class _Batches:
+    """Yields (x, y) batches from an in-memory tensor split or a DataLoader, reproducibly per epoch."""
+
+    def __init__(self, data, batch_size: int, shuffle: bool, num_workers: int = 0):
+        self.batch_size, self.shuffle, self.num_workers = batch_size, shuffle, num_workers
+        self.data = data
+        self.tensors = data.tensors() if callable(getattr(data, "tensors", None)) else None
+
+    def __len__(self) -> int:
+        n = len(self.tensors[1]) if self.tensors is not None else len(self.data)
+        return math.ceil(n / self.batch_size)
+
+    def epoch(self, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        if self.tensors is not None:
+            x, y = self.tensors
+            order = torch.randperm(len(y), generator=g) if self.shuffle else torch.arange(len(y))
+            for i in range(0, len(y), self.batch_size):
+                idx = order[i : i + self.batch_size]
+                yield x[idx], y[idx]
+        else:
+            loader = torch.utils.data.DataLoader(
+                self.data, batch_size=self.batch_size, shuffle=self.shuffle, generator=g, num_workers=self.num_workers, pin_memory=torch.cuda.is_available()
+            )
+            yield from loader
+
+
+class _FeatureData:
+    """A split replaced by its frozen features, for methods with ``encode_frozen``."""
+
+    def __init__(self, feats: torch.Tensor, labels: torch.Tensor):
+        self._t = (feats, labels)
+
+    def tensors(self):
+        return self._t
+
+
+@torch.no_grad()
+def encode_split(model, data, batch_size: int = 256, device=None) -> _FeatureData:
+    """Run ``model.encode_frozen`` once over a split (no augmentation), keeping features on device."""
+    device = device or next(model.parameters()).device
+    feats, labels = [], []
+    model.eval()
+    for x, y in _Batches(data, batch_size, shuffle=False).epoch(0):
+        feats.append(model.encode_frozen(x.to(device)))
+        labels.append(y.to(device))
+    return _FeatureData(torch.cat(feats), torch.cat(labels))
+
+
+def _trainable_state(model: torch.nn.Module) -> dict:
+    """Trainable parameters and all buffers (e.g. BatchNorm statistics of a head)."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n for n, _ in model.named_buffers()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names or k in buffers}
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_max_rss"
+
+
+def fit(
+    model: torch.nn.Module,
+    train_data,
+    recipe: Recipe | dict,
+    *,
+    seed: int,
+    checkpoint: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    stop_after_epoch: int | None = None,
+) -> dict:
+    """Train ``model``'s trainable parameters on ``train_data``; return the training record.
+
+    ``checkpoint``: a file updated after every epoch with the trainable state, optimizer state and
+    history; if it exists when ``fit`` starts, training resumes after its last epoch (a finished
+    run resumes to nothing). ``stop_after_epoch`` simulates an interruption (used by the tests).
+    """
+    recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    use_amp = recipe.amp and device.type == "cuda"
+
+    cache = recipe.augment == "none" and hasattr(model, "encode_frozen")
+    data = encode_split(model, train_data, device=device) if cache else train_data
+    forward = model.forward_head if cache else model
+    batches = _Batches(data, recipe.batch_size, shuffle=True, num_workers=recipe.num_workers)
+    steps_per_epoch = len(batches)
+    optimizer = build_optimizer(model, recipe)
+
+    start_epoch, history = 0, []
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    if ckpt_path and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state.get("recipe") != asdict(recipe) or state.get("seed") != seed:
+            raise ConfigError(f"checkpoint {ckpt_path} was written with another recipe or seed; delete it to start over")
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+
+    n_images = 0
+    t0 = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    bar = tqdm(range(start_epoch, recipe.epochs), desc=desc, disable=not progress, leave=False, mininterval=2.0)
+    for epoch in bar:
+        model.train()
+        epoch_seed = _epoch_seed(seed, epoch)
+        torch.manual_seed(epoch_seed)  # dropout & random-patch draws: reproducible per epoch
+        aug_gen = torch.Generator().manual_seed(epoch_seed + 1)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for i, (x, y) in enumerate(batches.epoch(epoch_seed)):
+            step = epoch * steps_per_epoch + i
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(recipe, step, steps_per_epoch)
+            if not cache:
+                x = augment_batch(x, recipe.augment, aug_gen)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = forward(x)
+            loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], recipe.grad_clip)
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(-1) == y).sum().item()
+            seen += len(y)
+        n_images += seen
+        history.append({"epoch": epoch, "loss": loss_sum / seen, "train_top1": 100.0 * correct / seen, "lr": optimizer.param_groups[0]["lr"]})
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100.0 * correct / seen:.1f}")
+        if ckpt_path:
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"epoch": epoch, "model": _trainable_state(model), "optimizer": optimizer.state_dict(), "history": history, "recipe": asdict(recipe), "seed": seed}, tmp)
+            os.replace(tmp, ckpt_path)
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+    elapsed = time.perf_counter() - t0
+    peak, peak_kind = _peak_memory_mb(device)
+    return {
+        "history": history,
+        "epochs_run": len(history),
+        "steps_per_epoch": steps_per_epoch,
+        "train_time_s": elapsed,
+        "train_images_per_s": n_images / elapsed if elapsed > 0 else None,
+        "features_cached": cache,
+        "peak_memory_mb": peak,
+        "peak_memory_kind": peak_kind,
+        "params": count_parameters(model),
+        "recipe": asdict(recipe),
+        "seed": seed,
+        "device": str(device),
+    }
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data, batch_size: int = 256, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels over a whole split (eval mode, no augmentation)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    logits, labels = [], []
+    use_amp = device.type == "cuda"
+    for x, y in _Batches(data, batch_size, shuffle=False).epoch(0):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits.append(model(x.to(device)).float().cpu())
+        labels.append(y)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: torch.nn.Module, data, batch_size: int = 256, device=None) -> dict:
+    """Top-1 accuracy (%) and per-class accuracy over a split."""
+    logits, labels = predict(model, data, batch_size, device)
+    pred = logits.argmax(-1)
+    n_cls = logits.shape[1]
+    per_class = [(pred[labels == c] == c).float().mean().item() * 100 if (labels == c).any() else float("nan") for c in range(n_cls)]
+    return {"top1": (pred == labels).float().mean().item() * 100, "n": len(labels), "per_class_top1": per_class}
