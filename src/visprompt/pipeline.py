@@ -80,8 +80,34 @@ def _manifest(task, sizes, cfg) -> dict:
     return m
 
 
+def check_params(params: dict) -> dict:
+    """Validate every foundation section before any work: data, splits and backbones."""
+    from .backbones.clip import ClipConfig
+    from .backbones.vit import VitConfig
+
+    cfg = _data_settings(params)
+    s = section(params, "splits")
+    for key in ("shots", "seeds", "datasets"):
+        if not s.get(key):
+            raise ConfigError(f"splits.{key} is empty or missing; e.g. shots: [1, 2, 4, 8, 16], seeds: [1, 2, 3], datasets: [objects]")
+    coop = {t.name: t for t in all_tasks(cfg["sizes"]).values() if t.suite == "coop" and t.group == "base-to-new"}
+    for name in s["datasets"]:
+        if name not in coop:
+            raise unknown_name("splits.datasets entry", name, coop)
+    per_class = cfg["sizes"]["coop"]["train"]
+    check_shots({f"coop/{n}": [per_class] for n in s["datasets"]}, [int(k) for k in s["shots"]])
+    bb = section(params, "backbones")
+    VitConfig.from_dict({k: v for k, v in bb["vit"].items() if k != "weights"})
+    ClipConfig.from_dict({k: v for k, v in bb["clip"].items() if k != "weights"})
+    for key in ("vit_pretrain", "clip_pretrain"):
+        if key not in bb:
+            raise ConfigError(f"backbones.{key} missing; see params.yaml in the repository")
+    return {"ok": True}
+
+
 def run_data(params: dict, progress: bool = True) -> dict:
     """Render every mini dataset (skipping those already rendered with the same settings)."""
+    check_params(params)
     cfg = _data_settings(params)
     tasks = {k: t for k, t in all_tasks(cfg["sizes"]).items() if t.suite in cfg["suites"]}
     total = sum(sum(t.splits.values()) for t in tasks.values())
@@ -113,6 +139,7 @@ def run_data(params: dict, progress: bool = True) -> dict:
 
 def run_splits(params: dict) -> dict:
     """Few-shot samples for every (CoOp-mini dataset, shots, seed), shared by all methods."""
+    check_params(params)
     data_root = section(params, "data").get("root", "data/mini")
     s = section(params, "splits")
     root, shots, seeds = s.get("root", "data/splits"), [int(x) for x in s["shots"]], [int(x) for x in s["seeds"]]
@@ -210,7 +237,10 @@ def run_backbone_clip(params: dict, progress: bool = True) -> dict:
     torch.manual_seed(int(pre.get("seed", 0)))
     model = create_clip(cfg)
     tokenizer = get_tokenizer(cfg, model)
-    res = pretrain_clip(model, tokenizer, corpus["images"], corpus["captions"], manifest["group_size"], mean=cfg.mean, std=cfg.std, progress=progress, **pre)
+    from .data.mini import factor_label_sizes
+
+    res = pretrain_clip(model, tokenizer, corpus["images"], corpus["captions"], manifest["group_size"], mean=cfg.mean, std=cfg.std, progress=progress,
+                        factors=corpus.get("factors"), factor_sizes=factor_label_sizes(), **pre)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
 

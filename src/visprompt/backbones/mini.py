@@ -81,14 +81,24 @@ def pretrain_vit(model, images: np.ndarray, labels: np.ndarray, num_classes: int
 
 
 def pretrain_clip(model, tokenizer, images: np.ndarray, captions: list, group_size: int, *, steps: int, batch_size: int, lr: float,
-                  weight_decay: float, warmup: int, mean, std, seed: int, progress: bool = True) -> dict:
-    """Contrastive pretraining; each batch is made of whole groups (hard negatives)."""
+                  weight_decay: float, warmup: int, mean, std, seed: int, progress: bool = True, factors: np.ndarray | None = None,
+                  factor_sizes: dict | None = None, aux_weight: float = 0.0) -> dict:
+    """Contrastive pretraining; each batch is made of whole groups (hard negatives).
+
+    With ``aux_weight > 0`` and the corpus' factor labels, linear heads on the image embedding
+    also classify each factor (shape, colour, pattern, count, background) during pretraining and
+    are dropped afterwards: the supervised nudge that makes the small image tower see fine
+    factors (patterns, counts) that a few minutes of contrastive learning alone barely picks up.
+    """
     torch.manual_seed(seed)
     tokens = tokenizer(captions)
     x_all = torch.from_numpy(images)
     n_groups = len(captions) // group_size
     groups_per_batch = max(1, batch_size // group_size)
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    use_aux = aux_weight > 0 and factors is not None
+    heads = torch.nn.ModuleList([torch.nn.Linear(model.visual.output_dim, n) for n in factor_sizes.values()]) if use_aux else torch.nn.ModuleList()
+    f_all = torch.from_numpy(np.asarray(factors)) if use_aux else None
+    opt = torch.optim.AdamW(_param_groups(model, weight_decay) + [{"params": list(heads.parameters()), "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
     g = torch.Generator().manual_seed(seed)
     order, pos = torch.randperm(n_groups, generator=g), 0
     history, t0 = [], time.perf_counter()
@@ -103,11 +113,14 @@ def pretrain_clip(model, tokenizer, images: np.ndarray, captions: list, group_si
         pos += groups_per_batch
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, steps, warmup, lr)
-        img = F.normalize(model.encode_image(_normalise(x_all[idx], mean, std)), dim=-1)
+        emb = model.encode_image(_normalise(x_all[idx], mean, std))
+        img = F.normalize(emb, dim=-1)
         txt = F.normalize(model.encode_text(tokens[idx]), dim=-1)
         logits = model.logit_scale.exp() * img @ txt.t()
         target = torch.arange(len(idx))
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+        if use_aux:
+            loss = loss + aux_weight * sum(F.cross_entropy(h(emb), f_all[idx, j]) for j, h in enumerate(heads)) / len(heads)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -150,7 +150,21 @@ def _fgvc_tasks(sizes: dict) -> list:
     ]
 
 
+# Robustness copies of the VP-mini test sets: same classes, another rendering style.
+VP_SHIFTS = {"vp-shapes": "cartoon", "vp-patterns": "shaded", "vp-counts": "sketch", "vp-sensor": "flat"}
+
+
 def _vp_tasks(sizes: dict) -> list:
+    tasks = _vp_sources(sizes)
+    for t in list(tasks):
+        style = VP_SHIFTS[t.name]
+        space = {**t.space, "style": (style,)}
+        template = t.template.replace("noisy photo", "photo")
+        tasks.append(MiniTask(f"{t.name}-{style}", "vp", "style-shift", f"{t.analog} ({style} copy)", t.classes, t.classnames, {"test": sizes["test"]}, space=space, template=template, asks=t.asks))
+    return tasks
+
+
+def _vp_sources(sizes: dict) -> list:
     counts = range(1, 6)
     return [
         MiniTask("vp-shapes", "vp", "natural", "CIFAR-100", _classes("shape", SHAPES), list(SHAPES), sizes, template="this is a photo of a {}.", asks=("shape",)),
@@ -338,7 +352,18 @@ def sample_scene(task: MiniTask, label: int, rng: np.random.Generator, image_siz
 
 # Caption detail for the CLIP corpus: how often each factor is mentioned.
 MENTION = {"shape": 0.75, "colour": 0.75, "pattern": 0.5, "size": 0.35, "count": 0.7, "background": 0.35, "style": 0.6}
-CONTRAST = {"shape": 0.45, "colour": 0.2, "pattern": 0.12, "count": 0.13, "background": 0.1}
+CONTRAST = {"shape": 0.35, "colour": 0.1, "pattern": 0.2, "count": 0.2, "background": 0.15}
+# Factor labels stored beside the CLIP corpus (for the auxiliary heads of its pretraining).
+FACTOR_LABELS = ("shape", "colour", "pattern", "count", "background")
+
+
+def factor_label_sizes() -> dict:
+    return {"shape": len(SHAPES), "colour": len(COLOUR_NAMES), "pattern": len(PATTERNS), "count": max(UPSTREAM_COUNTS), "background": len(BACKGROUNDS)}
+
+
+def factor_labels(scene: Scene) -> list:
+    """Indices of a scene's factors in FACTOR_LABELS order (count is 0-based)."""
+    return [SHAPES.index(scene.shape), COLOUR_NAMES.index(scene.colour), PATTERNS.index(scene.pattern), scene.count - 1, BACKGROUNDS.index(scene.background)]
 
 
 def _clip_group(task: MiniTask, group: int, seed: int, split: str, image_size: int, group_size: int):
@@ -363,12 +388,13 @@ def _clip_group(task: MiniTask, group: int, seed: int, split: str, image_size: i
         scenes += [_replace(base, "shape", s) for s in shapes[: group_size - len(scenes)]]
     if not (keep["shape"] or keep["colour"] or keep["pattern"] or keep["count"]):
         keep["shape"] = True
-    images, captions = [], []
+    images, captions, factors = [], [], []
     for scene in scenes:
         layout(scene, rng, image_size)
         images.append(render(scene, rng, image_size))
         captions.append(prefix + caption(scene, keep))
-    return images, captions
+        factors.append(factor_labels(scene))
+    return images, captions, factors
 
 
 def _replace(scene: Scene, factor: str, value) -> Scene:
@@ -382,13 +408,14 @@ def _replace(scene: Scene, factor: str, value) -> Scene:
 def _render_chunk(args):
     key, split, start, stop, seed, image_size, sizes = args
     task = get_task(key, sizes)
-    images, labels, captions = [], [], []
+    images, labels, captions, factors = [], [], [], []
     if task.suite == "upstream" and task.name == "clip":
         g = resolve_sizes(sizes)["upstream"]["group_size"]
         for group in range(start, stop):
-            ims, caps = _clip_group(task, group, seed, split, image_size, g)
+            ims, caps, facs = _clip_group(task, group, seed, split, image_size, g)
             images += ims
             captions += caps
+            factors += facs
             labels += [group] * g
     else:
         for i in range(start, stop):
@@ -397,7 +424,7 @@ def _render_chunk(args):
             scene = sample_scene(task, label, rng, image_size)
             images.append(render(scene, rng, image_size))
             labels.append(label)
-    return np.stack(images), np.asarray(labels, np.int64), captions
+    return np.stack(images), np.asarray(labels, np.int64), captions, np.asarray(factors, np.int64).reshape(-1, len(FACTOR_LABELS))
 
 
 def render_split(key: str, split: str, seed: int, image_size: int = 32, workers: int = 1, progress=None, sizes: dict | None = None) -> dict:
@@ -428,6 +455,7 @@ def render_split(key: str, split: str, seed: int, image_size: int = 32, workers:
     out = {"images": np.concatenate([p[0] for p in parts]), "labels": np.concatenate([p[1] for p in parts])}
     if is_clip:
         out["captions"] = [c for p in parts for c in p[2]]
+        out["factors"] = np.concatenate([p[3] for p in parts])
     return out
 
 

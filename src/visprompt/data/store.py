@@ -36,6 +36,8 @@ def write_dataset(root, key: str, splits: dict, manifest: dict) -> None:
         arrays[f"{split}_labels"] = d["labels"]
         if "captions" in d:
             arrays[f"{split}_captions"] = np.asarray(d["captions"], dtype=np.str_)
+        if "factors" in d:
+            arrays[f"{split}_factors"] = d["factors"]
     fd, tmp = tempfile.mkstemp(dir=npz.parent, prefix=npz.stem, suffix=".tmp.npz")
     os.close(fd)
     np.savez(tmp, **arrays)
@@ -77,6 +79,8 @@ def load_arrays(root, key: str, split: str) -> dict:
             out = {"images": f[f"{split}_images"], "labels": f[f"{split}_labels"]}
             if f"{split}_captions" in f.files:
                 out["captions"] = [str(c) for c in f[f"{split}_captions"]]
+            if f"{split}_factors" in f.files:
+                out["factors"] = f[f"{split}_factors"]
     except (OSError, ValueError, KeyError, EOFError) as e:
         raise ConfigError(f"{npz} is missing or corrupt ({e}); delete it and run `dvc repro data` again") from e
     if len(out["labels"]) != manifest["splits"][split]:

@@ -1,0 +1,32 @@
+# Two entry points (README): `make repro` (set up + run the mini pipeline), `make test`.
+# Both are safe to re-run: the venv, the install and the kernel are only redone when needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.visprompt-installed
+# Offline by default: timm/open_clip fail in seconds instead of retrying the hub.
+export HF_HUB_OFFLINE ?= 1
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup repro test paper kernel clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name visprompt --display-name "Python (visprompt)" >/dev/null
+	touch $@
+
+repro: setup
+	dvc repro
+	dvc metrics show
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+paper: setup
+	cd profiles/paper && HF_HUB_OFFLINE=0 dvc repro
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,488 @@
+"""What a training notebook runs: every (task × seed) cell of one method of one paper.
+
+The three papers' protocols, each a loop over cells around :func:`visprompt.train.fit`:
+
+* **vpt** (VPT §4.1): choose the grid values (lr, weight decay, prompt length, …) on the
+  800/200 train/val split with one seed, retrain with the chosen values on all 1,000 images for
+  every seed, report last-epoch test top-1.
+* **vp** (Bahng et al.): same selection rule on train/val, then every seed on train; test top-1
+  on the test set and on its style-shifted copy (robustness); logistic probe: C on val.
+* **rpo** (RPO §4): few-shot samples from the ``splits`` stage. ``base2new``: train on the base
+  half, test on base and new classes, HM; ``dg``: train on a source dataset, test on its
+  style-shifted copies; ``fewshot``: all classes, every (shots, seed), for the variance figures.
+
+Every finished cell is written to ``<runs>/<paper>/<method>/<cell>.json`` with a fingerprint of
+its settings, so an interrupted stage resumes where it stopped and a changed setting reruns only
+the cells it touches. Nothing here knows about notebooks: ``python -m visprompt train ...`` calls
+the same :func:`run_method`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import section
+from .errors import ConfigError, unknown_name
+from .methods.registry import create_method, get_method_spec, list_methods
+from .train import Recipe, evaluate, fit
+from .utils import environment_info, read_json, seed_everything, write_json
+
+PAPERS = {"vpt": "vit", "vp": "clip", "rpo": "clip"}
+RPO_PROTOCOLS = ("base2new", "dg", "fewshot")
+SETTING_KEYS = {"method", "cfg", "recipe", "grid", "seeds", "tasks", "protocols", "trainable", "overrides"}
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def method_settings(params: dict, paper: str, method: str) -> dict:
+    """Merged settings of one method: paper defaults overridden by ``<paper>.methods.<method>``."""
+    if paper not in PAPERS:
+        raise unknown_name("paper", paper, PAPERS)
+    p = section(params, paper)
+    methods = p.get("methods") or {}
+    if method not in methods:
+        raise ConfigError(f"{paper}.methods has no {method!r}; add it to params.yaml or choose one of: {', '.join(methods)}")
+    m = methods[method] or {}
+    unknown = set(m) - SETTING_KEYS
+    if unknown:
+        raise ConfigError(f"{paper}.methods.{method}: unknown keys {sorted(unknown)}; use {', '.join(sorted(SETTING_KEYS))}")
+    registered = m.get("method", method)  # a run name may alias a method with other settings (ablations)
+    spec = get_method_spec(registered)
+    if spec.family != PAPERS[paper]:
+        raise ConfigError(f"method {registered!r} needs a {spec.family} backbone but {paper} uses {PAPERS[paper]}; choose one of {list_methods(PAPERS[paper])}")
+    overrides = m.get("overrides") or {}
+    for proto, o in overrides.items():
+        if proto not in RPO_PROTOCOLS or set(o) - {"cfg", "recipe"}:
+            raise ConfigError(f"{paper}.methods.{method}.overrides: keys must be protocols {RPO_PROTOCOLS} with cfg/recipe inside")
+        Recipe.from_dict({**(p.get("recipe") or {}), **(m.get("recipe") or {}), **(o.get("recipe") or {})})
+    recipe = {**(p.get("recipe") or {}), **(m.get("recipe") or {})}
+    Recipe.from_dict(recipe)  # validate now, before any work
+    grid = {**(p.get("grid") or {}), **(m.get("grid") or {})} if m.get("trainable", True) else {}
+    grid = {k: list(v) for k, v in grid.items() if v is not None}
+    cfg = dict(m.get("cfg") or {})
+    for key in grid:
+        if key not in Recipe.__dataclass_fields__ and key not in cfg:
+            raise ConfigError(f"{paper}.methods.{method}.grid key {key!r} is neither a recipe field nor in the method's cfg")
+    return {
+        "paper": paper,
+        "method": registered,
+        "run": method,
+        "overrides": overrides,
+        "cfg": cfg,
+        "recipe": recipe,
+        "grid": grid,
+        "seeds": [int(s) for s in (m.get("seeds") or p.get("seeds") or [1])],
+        "tasks": list(m.get("tasks") or p.get("tasks") or []),
+        "protocols": list(m.get("protocols") or p.get("protocols") or RPO_PROTOCOLS),
+        "trainable": bool(m.get("trainable", True)),
+    }
+
+
+def _grid_points(grid: dict) -> list[dict]:
+    keys = sorted(grid)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))] or [{}]
+
+
+def _split_point(point: dict) -> tuple[dict, dict]:
+    fields = Recipe.__dataclass_fields__
+    return {k: v for k, v in point.items() if k in fields}, {k: v for k, v in point.items() if k not in fields}
+
+
+# --- backbones and data (mini profile; the paper profile plugs in here) ---------------------------
+
+
+def data_root(params: dict) -> str:
+    return section(params, "data").get("root", "data/mini")
+
+
+def load_vit(params: dict):
+    """The frozen ViT backbone of the VPT experiments (pretrained weights loaded) and its config."""
+    from .backbones.vit import VitConfig, create_vit, load_state
+
+    bb = section(params, "backbones")
+    cfg = VitConfig.from_dict({k: v for k, v in bb["vit"].items() if k != "weights"})
+    model = create_vit(cfg)
+    if cfg.arch == "mini":
+        path = Path(bb.get("root", "data/backbones")) / "tiny_vit.pt"
+        if not path.is_file():
+            raise ConfigError(f"{path} not found: run `dvc repro backbone_vit` first")
+        load_state(model, path)
+    return model, cfg
+
+
+def load_clip(params: dict):
+    """The frozen CLIP of the VP and RPO experiments, its tokenizer and config."""
+    from .backbones.clip import ClipConfig, create_clip, get_tokenizer
+
+    bb = section(params, "backbones")
+    cfg = ClipConfig.from_dict({k: v for k, v in bb["clip"].items() if k != "weights"})
+    model = create_clip(cfg)
+    if cfg.arch == "mini":
+        path = Path(bb.get("root", "data/backbones")) / "tiny_clip.pt"
+        if not path.is_file():
+            raise ConfigError(f"{path} not found: run `dvc repro backbone_clip` first")
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval(), get_tokenizer(cfg, model), cfg
+
+
+def load_data(params: dict, key: str, split: str, mean, std):
+    from .data.store import load_split
+
+    root = data_root(params)
+    if not (Path(root) / f"{key}.json").is_file():
+        raise ConfigError(f"dataset {key} not found under {root}: check the task name, or run `dvc repro data`")
+    return load_split(root, key, split, mean, std)
+
+
+def dataset_template(params: dict, key: str) -> str | None:
+    """The dataset's zero-shot prompt template (CoOp's per-dataset templates in the paper profile)."""
+    from .data.store import load_manifest
+
+    return load_manifest(data_root(params), key).get("template")
+
+
+def _file_id(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}-{int(st.st_mtime)}"
+
+
+# --- the cell store (resume) ------------------------------------------------------------------
+
+
+class CellStore:
+    """One JSON per finished cell; a cell is reused only if its fingerprint matches."""
+
+    def __init__(self, root, paper: str, method: str):
+        self.dir = Path(root) / paper / method
+
+    def _path(self, cell: str) -> Path:
+        return self.dir / f"{cell.replace('/', '_')}.json"
+
+    def get(self, cell: str, fingerprint: str):
+        path = self._path(cell)
+        if path.is_file():
+            try:
+                rec = read_json(path)
+            except (json.JSONDecodeError, OSError):
+                return None
+            if rec.get("fingerprint") == fingerprint:
+                return rec
+        return None
+
+    def put(self, cell: str, fingerprint: str, record: dict) -> dict:
+        record = {**record, "cell": cell, "fingerprint": fingerprint}
+        write_json(self._path(cell), record)
+        return record
+
+    def checkpoint(self, cell: str) -> Path:
+        return self.dir / "checkpoints" / f"{cell.replace('/', '_')}.pt"
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --- one training run ---------------------------------------------------------------------------
+
+
+def _build(paper: str, method: str, backbone_bundle, num_classes: int, classnames, cfg: dict, seed: int, template: str | None = None):
+    seed_everything(seed)
+    if PAPERS[paper] == "vit":
+        backbone, _ = backbone_bundle
+        return create_method(method, copy.deepcopy(backbone), num_classes, **cfg)
+    clip, tokenizer, _ = backbone_bundle
+    builder = get_method_spec(method).builder
+    accepted = inspect.signature(builder).parameters
+    if template is not None:  # the dataset's own prompt template unless params set one
+        if "template" in accepted and "template" not in cfg:
+            cfg = {**cfg, "template": template}
+        elif "templates" in accepted and "templates" not in cfg:
+            cfg = {**cfg, "templates": template}
+    return create_method(method, copy.deepcopy(clip), tokenizer, list(classnames), **cfg)
+
+
+def train_and_eval(model, train, evals: dict, recipe: dict, seed: int, trainable: bool, val=None, checkpoint=None, progress=False, desc="train") -> dict:
+    """Fit (or, for probes/zero-shot, fit_probe / nothing) then evaluate on each named split."""
+    t0 = time.perf_counter()
+    record = {"seed": seed}
+    if hasattr(model, "fit_probe"):
+        record["probe"] = model.fit_probe(train, val if val is not None else train)
+    elif trainable and any(p.requires_grad for p in model.parameters()):
+        rec = fit(model, train, recipe, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc)
+        record.update({k: rec[k] for k in ("history", "train_time_s", "train_images_per_s", "features_cached", "peak_memory_mb", "peak_memory_kind", "recipe", "epochs_run")})
+        if checkpoint and Path(checkpoint).is_file():
+            Path(checkpoint).unlink()  # the cell record replaces it
+    from .utils import count_parameters
+
+    record["params"] = count_parameters(model)
+    t1 = time.perf_counter()
+    for name, (data, classnames) in evals.items():
+        if classnames is not None and hasattr(model, "set_classnames"):
+            model.set_classnames(classnames)
+        r = evaluate(model, data)
+        record[f"{name}_top1"] = r["top1"]
+    record["eval_time_s"] = time.perf_counter() - t1
+    record["wall_time_s"] = time.perf_counter() - t0
+    return record
+
+
+# --- the three protocols -------------------------------------------------------------------------
+
+
+def _select(params, store, s, task, cell_prefix, train, val, backbone, n_cls, classnames, progress, fp_base) -> dict:
+    """Grid search on train/val with the first seed; returns the chosen point and all scores."""
+    points = _grid_points(s["grid"])
+    if len(points) == 1:
+        return {"chosen": points[0], "scores": []}
+    seed = s["seeds"][0]
+    scores = []
+    for point in points:
+        r_over, c_over = _split_point(point)
+        cell = f"{cell_prefix}/select/" + ",".join(f"{k}={v}" for k, v in sorted(point.items()))
+        fp = _fingerprint(fp_base, point, seed)
+        rec = store.get(cell, fp)
+        if rec is None:
+            model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, task))
+            rec = store.put(cell, fp, train_and_eval(model, train, {"val": (val, None)}, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
+                                                       checkpoint=store.checkpoint(cell), progress=progress, desc=f"{task} select {point}"))
+        scores.append({"point": point, "val_top1": rec["val_top1"]})
+    best = max(scores, key=lambda r: r["val_top1"])  # ties: first point in grid order
+    return {"chosen": best["point"], "scores": scores}
+
+
+def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, store) -> list:
+    """VPT and VP: select on train/val, then each seed on the final training split, test."""
+    results = []
+    mean, std = backbone[-1].mean, backbone[-1].std
+    final_split = "train+val" if s["paper"] == "vpt" else "train"
+    bar = tqdm(total=len(tasks) * len(s["seeds"]), desc=f"{s['paper']}/{s['method']}", disable=not progress)
+    for key in tasks:
+        train, val, test = (load_data(params, key, sp, mean, std) for sp in ("train", "val", "test"))
+        classnames, n_cls = train.classnames, len(train.classnames)
+        fp_base = [s["method"], s["cfg"], s["recipe"], key, backbone_id(params, s["paper"])]
+        sel = _select(params, store, s, key, key, train, val, backbone, n_cls, classnames, progress, fp_base)
+        r_over, c_over = _split_point(sel["chosen"])
+        final = load_data(params, key, final_split, mean, std) if final_split != "train" else train
+        evals = {"test": (test, None)}
+        if key in shifted:
+            evals["shifted_test"] = (load_data(params, shifted[key], "test", mean, std), None)
+        for seed in s["seeds"]:
+            cell = f"{key}/seed{seed}"
+            fp = _fingerprint(fp_base, sel["chosen"], seed, sorted(evals))
+            rec = store.get(cell, fp)
+            if rec is None:
+                model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, key))
+                rec = train_and_eval(model, final, evals, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
+                                     checkpoint=store.checkpoint(cell), progress=progress, desc=f"{key} seed {seed}")
+                rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split, "num_classes": n_cls})
+                if hasattr(model, "prompter"):
+                    rec["prompt_image"] = _prompt_image_file(store, cell, model, mean, std)
+                rec = store.put(cell, fp, rec)
+            results.append(rec)
+            bar.update()
+    bar.close()
+    return results
+
+
+def _prompt_image_file(store, cell, model, mean, std) -> str:
+    from .methods.visual_prompt import render_prompt
+
+    arr = render_prompt(model.prompter, mean, std)
+    path = store.dir / "prompts" / f"{cell.replace('/', '_')}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, arr)
+    return str(path)
+
+
+def _fewshot_data(params, dataset: str, shots: int, seed: int, mean, std, classes=None):
+    """Few-shot train/val from the shared split file, optionally restricted to ``classes`` (relabelled)."""
+    from .data.splits import load_split_indices
+
+    rec = load_split_indices(section(params, "splits").get("root", "data/splits"), dataset, shots, seed)
+    key = f"coop/{dataset}"
+    out = []
+    for split in ("train", "val"):
+        full = load_data(params, key, split, mean, std)
+        idx = np.asarray(rec[split])
+        out.append(_restrict(full.subset(idx), classes))
+    return out, rec
+
+
+def _restrict(data, classes):
+    if classes is None:
+        return data
+    keep = np.flatnonzero(np.isin(data.labels, classes))
+    return data.subset(keep, labels=np.searchsorted(classes, data.labels[keep]), classnames=[data.classnames[c] for c in classes])
+
+
+def _run_rpo(params, s, backbone, progress: bool, store) -> list:
+    p = section(params, "rpo")
+    mean, std = backbone[-1].mean, backbone[-1].std
+    results = []
+    jobs = []
+    if "base2new" in s["protocols"]:
+        b = p["base2new"]
+        jobs += [("base2new", d, int(b["shots"]), seed) for d in b["datasets"] for seed in s["seeds"]]
+    if "dg" in s["protocols"]:
+        g = p["dg"]
+        jobs += [("dg", g["source"], int(g["shots"]), seed) for seed in s["seeds"]]
+    if "fewshot" in s["protocols"]:
+        f = p["fewshot"]
+        seeds = [int(x) for x in f.get("seeds", s["seeds"])]
+        jobs += [("fewshot", d, int(k), seed) for d in f["datasets"] for k in f["shots"] for seed in seeds]
+    bar = tqdm(total=len(jobs), desc=f"rpo/{s['method']}", disable=not progress)
+    for protocol, dataset, shots, seed in jobs:
+        cell = f"{protocol}/{dataset}/shots{shots}/seed{seed}"
+        fp = _fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, backbone_id(params, "rpo"), p.get(protocol))
+        rec = store.get(cell, fp)
+        if rec is None:
+            test = load_data(params, f"coop/{dataset}", "test", mean, std)
+            names = test.classnames
+            if protocol == "base2new":
+                from .data.store import load_manifest
+
+                m = load_manifest(data_root(params), f"coop/{dataset}")
+                base, new = m["base_classes"], m["new_classes"]
+                (train, val), _ = _fewshot_data(params, dataset, shots, seed, mean, std, classes=base)
+                evals = {"base": (_restrict(test, base), [names[c] for c in base]), "new": (_restrict(test, new), [names[c] for c in new])}
+                classnames = [names[c] for c in base]
+            else:
+                (train, val), _ = _fewshot_data(params, dataset, shots, seed, mean, std)
+                classnames = names
+                evals = {"test": (test, names)}
+                if protocol == "dg":
+                    for target in p["dg"]["targets"]:
+                        evals[target] = (load_data(params, f"coop/{target}", "test", mean, std), names)
+            over = s["overrides"].get(protocol, {})
+            cfg, recipe = {**s["cfg"], **(over.get("cfg") or {})}, {**s["recipe"], **(over.get("recipe") or {})}
+            model = _build("rpo", s["method"], backbone, len(classnames), classnames, cfg, seed, dataset_template(params, f"coop/{dataset}"))
+            rec = train_and_eval(model, train, evals, recipe, seed, s["trainable"], val=val, checkpoint=store.checkpoint(cell), progress=progress, desc=cell)
+            if protocol == "base2new":
+                rec["hm"] = harmonic_mean(rec["base_top1"], rec["new_top1"])
+            rec.update({"protocol": protocol, "dataset": dataset, "shots": shots, "train_images": len(train)})
+            rec = store.put(cell, fp, rec)
+        results.append(rec)
+        bar.update()
+    bar.close()
+    return results
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """HM of base and new accuracy, as CoCoOp/RPO report it (per dataset; the average HM is the HM of the averages)."""
+    return 2 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+def backbone_id(params: dict, paper: str) -> str:
+    bb = section(params, "backbones")
+    name = "vit" if PAPERS[paper] == "vit" else "clip"
+    path = Path(bb.get("root", "data/backbones")) / f"tiny_{name}.pt"
+    return _file_id(path) if path.is_file() else json.dumps(bb.get(name), sort_keys=True)
+
+
+def check_method(params: dict, paper: str, method: str) -> dict:
+    """Validate everything a train stage needs, before loading any data or model."""
+    s = method_settings(params, paper, method)
+    p = section(params, paper)
+    if paper in ("vpt", "vp"):
+        from .data.mini import all_tasks
+
+        known = all_tasks(section(params, "data").get("sizes"))
+        for key in s["tasks"]:
+            if key not in known:
+                raise unknown_name(f"{paper}.tasks entry", key, [k for k, t in known.items() if t.suite in ("vtab", "fgvc", "vp")])
+        if not s["tasks"]:
+            raise ConfigError(f"{paper}.tasks is empty; list tasks such as vtab/shapes")
+    else:
+        for proto in s["protocols"]:
+            if proto not in RPO_PROTOCOLS:
+                raise unknown_name("rpo protocol", proto, RPO_PROTOCOLS)
+            if proto not in p:
+                raise ConfigError(f"rpo.{proto} section missing in params.yaml")
+        split_shots = {int(k) for k in section(params, "splits")["shots"]}
+        split_seeds = {int(k) for k in section(params, "splits")["seeds"]}
+        needed = set()
+        if "fewshot" in s["protocols"]:
+            needed |= {int(k) for k in p["fewshot"]["shots"]}
+        for proto in ("base2new", "dg"):
+            if proto in s["protocols"]:
+                needed.add(int(p[proto]["shots"]))
+        if needed - split_shots:
+            raise ConfigError(f"rpo needs shots {sorted(needed - split_shots)} that splits.shots does not make; add them to splits.shots")
+        seeds = set(s["seeds"]) | {int(x) for x in p.get("fewshot", {}).get("seeds", [])}
+        if seeds - split_seeds:
+            raise ConfigError(f"rpo needs seeds {sorted(seeds - split_seeds)} that splits.seeds does not make; add them to splits.seeds")
+    return s
+
+
+def run_method(params: dict, paper: str, method: str, progress: bool = True, runs_root: str | None = None) -> dict:
+    """Every cell of ``method`` for ``paper``; returns the metrics written by the train stage."""
+    s = check_method(params, paper, method)
+    t0 = time.perf_counter()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    store = CellStore(runs_root or section(params, "data").get("runs", "data/runs"), paper, method)  # run name
+    if PAPERS[paper] == "vit":
+        backbone = load_vit(params)
+        cells = _run_supervised(params, s, backbone, s["tasks"], {}, progress, store)
+    elif paper == "vp":
+        backbone = load_clip(params)
+        from .data.mini import VP_SHIFTS
+
+        shifted = {f"vp/{n}": f"vp/{n}-{style}" for n, style in VP_SHIFTS.items()}
+        cells = _run_supervised(params, s, backbone, s["tasks"], shifted, progress, store)
+    else:
+        backbone = load_clip(params)
+        cells = _run_rpo(params, s, backbone, progress, store)
+    return {
+        "paper": paper,
+        "method": method,
+        "settings": {k: s[k] for k in ("cfg", "recipe", "grid", "seeds", "tasks", "protocols")},
+        "cells": [{k: v for k, v in c.items() if k not in ("fingerprint",)} for c in cells],
+        "summary": summarise(cells),
+        "stage_time_s": round(time.perf_counter() - t0, 1),
+        "environment": environment_info(),
+    }
+
+
+def summarise(cells: list) -> dict:
+    """Mean and std over seeds of every ``*_top1`` (and ``hm``) per task/protocol, for `dvc metrics show`."""
+    groups: dict = {}
+    for c in cells:
+        key = c.get("task") or f"{c['protocol']}/{c['dataset']}" + (f"/shots{c['shots']}" if c.get("protocol") == "fewshot" else "")
+        for k, v in c.items():
+            if (k.endswith("_top1") or k == "hm") and isinstance(v, (int, float)):
+                groups.setdefault(key, {}).setdefault(k, []).append(v)
+    out = {}
+    for key, metrics in groups.items():
+        out[key] = {}
+        for k, vals in metrics.items():
+            out[key][k] = round(float(np.mean(vals)), 2)
+            if len(vals) > 1:
+                out[key][k + "_std"] = round(float(np.std(vals, ddof=1)), 2)
+    return out
+
+
+def write_metrics(result: dict, path) -> None:
+    write_json(path, result)
+
+
+def cells_frame(result: dict):
+    """The cells of a run as a pandas DataFrame (one row per cell; no histories)."""
+    import pandas as pd
+
+    rows = []
+    for c in result["cells"]:
+        row = {k: v for k, v in c.items() if not isinstance(v, (list, dict))}
+        row.update({"trainable_params": c["params"]["trainable"], "total_params": c["params"]["total"]})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,1 @@
+"""Paper-specific report builders (tables, figures, claims) used by the report notebooks."""
