@@ -14,7 +14,7 @@ import time
 
 from .errors import ConfigError
 
-STAGES = ("data", "splits", "backbone-vit", "backbone-clip", "check")
+STAGES = ("data", "splits", "backbone-vit", "backbone-clip", "check", "index")
 
 
 def _run(stage: str, params: dict, progress: bool) -> dict:
@@ -30,6 +30,10 @@ def _run(stage: str, params: dict, progress: bool) -> dict:
         return pipeline.run_backbone_clip(params, progress=progress)
     if stage == "check":
         return pipeline.check_params(params)
+    if stage == "index":
+        from .index import write_index
+
+        return write_index(params)
     raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
 
 
@@ -49,6 +53,10 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.stage in ("data", "splits"):  # stage timings for reports/index.md
+        from .utils import write_json
+
+        write_json(f"reports/metrics/{args.stage}.json", {"stage_time_s": round(time.perf_counter() - t0, 1), **{k: v for k, v in (result or {}).items() if k != "time_s"}})
     summary = {k: v for k, v in (result or {}).items() if not isinstance(v, (list, dict)) or k in ("datasets",)}
     print(json.dumps({"stage": args.stage, "time_s": round(time.perf_counter() - t0, 1), **summary}, default=str)[:2000])
     return 0

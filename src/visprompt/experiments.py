@@ -287,7 +287,7 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
                                      checkpoint=store.checkpoint(cell), progress=progress, desc=f"{key} seed {seed}")
                 rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split, "num_classes": n_cls})
                 if hasattr(model, "prompter"):
-                    rec["prompt_image"] = _prompt_image_file(store, cell, model, mean, std)
+                    rec["prompt_image"] = _prompt_image(model, mean, std)
                 rec = store.put(cell, fp, rec)
             results.append(rec)
             bar.update()
@@ -295,14 +295,12 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
     return results
 
 
-def _prompt_image_file(store, cell, model, mean, std) -> str:
+def _prompt_image(model, mean, std) -> list:
+    """The learned prompt de-normalised to a uint8 HxWx3 image, kept in the metrics (small)."""
     from .methods.visual_prompt import render_prompt
 
-    arr = render_prompt(model.prompter, mean, std)
-    path = store.dir / "prompts" / f"{cell.replace('/', '_')}.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, arr)
-    return str(path)
+    arr = np.asarray(render_prompt(model.prompter, mean, std))  # float in [0, 1]
+    return np.round(arr * 255).astype(np.uint8).tolist()
 
 
 def _fewshot_data(params, dataset: str, shots: int, seed: int, mean, std, classes=None):

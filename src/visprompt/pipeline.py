@@ -169,6 +169,7 @@ def _metrics_path(params: dict, name: str) -> Path:
 
 def run_backbone_vit(params: dict, progress: bool = True) -> dict:
     """Pretrain the tiny ViT on upstream classes; linear-probe it on every VTAB-/FGVC-mini task."""
+    t_stage = time.perf_counter()
     from .backbones.mini import image_features, linear_probe_top1, pretrain_vit
     from .backbones.vit import VitConfig, create_vit
 
@@ -203,6 +204,7 @@ def run_backbone_vit(params: dict, progress: bool = True) -> dict:
         "upstream_classes": n_cls,
         "linear_probe": probes,
         "min_ratio_to_chance": min(p["ratio_to_chance"] for p in probes.values()) if probes else None,
+        "stage_time_s": round(time.perf_counter() - t_stage, 1),
         "pretrain_time_s": round(res["train_time_s"], 1),
         "pretrain_images_per_s": round(res["images_per_s"], 1),
         "history": res["history"],
@@ -223,6 +225,7 @@ def _probe_list(data_root, suites) -> list:
 
 def run_backbone_clip(params: dict, progress: bool = True) -> dict:
     """Pretrain the tiny CLIP contrastively; measure zero-shot on single factors and base/new classes."""
+    t_stage = time.perf_counter()
     from .backbones.clip import ClipConfig, create_clip, get_tokenizer
     from .backbones.mini import pretrain_clip, zero_shot_top1
 
@@ -262,6 +265,7 @@ def run_backbone_clip(params: dict, progress: bool = True) -> dict:
         "zero_shot_coop_mini": base_new,
         "mean_new_class_ratio_to_chance": round(float(np.mean(new_ratios)), 2) if new_ratios else None,
         "zero_shot_vp_mini": vp,
+        "stage_time_s": round(time.perf_counter() - t_stage, 1),
         "pretrain_time_s": round(res["train_time_s"], 1),
         "pretrain_pairs_per_s": round(res["pairs_per_s"], 1),
         "history": res["history"],

@@ -67,6 +67,9 @@ class ClipConfig:
                 f"CLIP image size {self.image_size} is not divisible by patch size {self.patch_size}; "
                 f"choose an image size that is a multiple of {self.patch_size}"
             )
+        for key in ("vision_layers", "vision_width", "text_layers", "text_width", "text_heads", "context_length", "embed_dim"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"backbones.clip.{key} must be >= 1, got {getattr(self, key)}")
 
 
 def create_clip(cfg: ClipConfig | dict) -> CLIP:

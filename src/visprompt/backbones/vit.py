@@ -64,6 +64,9 @@ class VitConfig:
             )
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        for key in ("depth", "num_heads", "embed_dim", "patch_size"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"backbones.vit.{key} must be >= 1, got {getattr(self, key)}")
 
 
 def create_vit(cfg: VitConfig | dict) -> VisionTransformer:
