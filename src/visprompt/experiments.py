@@ -443,7 +443,8 @@ def run_method(params: dict, paper: str, method: str, progress: bool = True, run
         cells = _run_rpo(params, s, backbone, progress, store)
     return {
         "paper": paper,
-        "method": method,
+        "method": method,  # the run name (params key)
+        "registered_method": s["method"],
         "settings": {k: s[k] for k in ("cfg", "recipe", "grid", "seeds", "tasks", "protocols")},
         "cells": [{k: v for k, v in c.items() if k not in ("fingerprint",)} for c in cells],
         "summary": summarise(cells),

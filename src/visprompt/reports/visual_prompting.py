@@ -1,0 +1,349 @@
+"""Visual prompting report (Bahng et al., 2022): TP / VP / LP / FT in the mini world.
+
+Measured numbers: the runs of ``params['vp']['methods']`` read from ``<metrics_root>/vp/<run>.json``
+(test top-1 per dataset and seed, and top-1 on the dataset's style-shifted test copy). Published
+numbers: ``visprompt.published.visual_prompting.published_table()`` (CLIP ViT-B/32 on the real
+datasets), only in columns labelled "published"; a mini dataset is shown beside the paper's
+dataset it stands in for (its manifest ``analog``), named in brackets in the published cell.
+
+Conventions: a dataset cell is the mean ± sample std over seeds; the *Average* row is the mean
+over datasets of the per-dataset means, ± the sample std over seeds of the per-seed average
+(seeds every dataset has). The published average is the paper's own average over its datasets,
+not over the mini analogues. Robustness drop = test − shifted test, in accuracy points.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .. import report
+from . import _common as C
+
+# registered method -> (short label, names the paper / published table may use)
+MAIN = {
+    "zeroshot": ("TP", {"tp", "textprompt", "textprompting", "zeroshot", "clipzeroshot"}),
+    "vp_pad": ("VP (pad)", {"vp", "vppad", "visualprompt", "visualprompting", "vppadding", "padding", "pad"}),
+    "vp_fixed_patch": ("VP (fixed patch)", {"vpfixedpatch", "fixedpatch"}),
+    "vp_random_patch": ("VP (random patch)", {"vprandompatch", "randompatch"}),
+    "logistic_probe": ("LP", {"lp", "linearprobe", "logisticprobe", "linearprobing"}),
+    "clip_finetune": ("FT", {"ft", "finetune", "finetuning", "fullfinetune", "fullfinetuning", "clipfinetune"}),
+}
+PAPER_METHODS = ("zeroshot", "vp_pad", "logistic_probe", "clip_finetune")  # always get a published column
+DESIGNS = {"vp_pad": "pad", "vp_fixed_patch": "fixed patch", "vp_random_patch": "random patch"}
+AVERAGE_NAMES = ("average", "avg", "mean")
+
+
+def _tasks(params: dict, metrics: dict) -> list:
+    tasks = list((params.get("vp") or {}).get("tasks") or [])
+    for res in metrics.values():
+        for c in res.get("cells", []):
+            if c.get("task") and c["task"] not in tasks:
+                tasks.append(c["task"])
+    return tasks
+
+
+def _analogs(params: dict, tasks) -> dict:
+    from ..data.mini import all_tasks
+
+    try:
+        known = all_tasks((params.get("data") or {}).get("sizes"))
+    except Exception:  # noqa: BLE001
+        known = all_tasks()
+    return {t: (known[t].analog if t in known else None) for t in tasks}
+
+
+def seed_values(result: dict | None, key: str = "test_top1") -> dict:
+    """task -> {seed: value} of one run."""
+    out: dict = {}
+    for c in (result or {}).get("cells", []):
+        if c.get("task") and isinstance(c.get(key), (int, float)):
+            out.setdefault(c["task"], {})[int(c.get("seed", 0))] = float(c[key])
+    return out
+
+
+def average_stats(by_task: dict, tasks) -> dict:
+    """Mean over datasets of per-dataset seed means; std over seeds of the per-seed average."""
+    present = [t for t in tasks if by_task.get(t)]
+    if not present:
+        return {"mean": math.nan, "std": math.nan, "n": 0, "of": len(tasks)}
+    mean = float(np.mean([np.mean(list(by_task[t].values())) for t in present]))
+    common = set.intersection(*(set(by_task[t]) for t in present))
+    _, std, _ = C.stats([np.mean([by_task[t][s] for t in present]) for s in common])
+    return {"mean": mean, "std": std, "n": len(present), "of": len(tasks)}
+
+
+def _fmt_avg(st: dict) -> str:
+    s = C.fmt_ms(st["mean"], st["std"])
+    if st["n"] and st["n"] < st["of"]:
+        s += f" ({st['n']}/{st['of']} datasets)"
+    return s
+
+
+# --- published --------------------------------------------------------------------------------
+
+
+def _accuracy_row(r: dict) -> bool:
+    m = C.norm(r.get("metric", "top1"))
+    return m in ("", "top1", "acc", "accuracy", "top1accuracy", "testtop1") or "top1" in m or "acc" in m
+
+
+def published_for(rows: list, method: str) -> list:
+    """Published accuracy rows of a registered method (matched on the registry name, the paper's
+    short name or the row's ``label``)."""
+    names = MAIN[method][1] | {C.norm(method), C.norm(MAIN[method][0])}
+    return [r for r in rows if (C.norm(r.get("method", "")) in names or C.norm(r.get("label", "")) in names)
+            and _accuracy_row(r) and isinstance(r.get("value"), (int, float))]
+
+
+def _is_average(name) -> bool:
+    n = C.norm(name)
+    return any(n.startswith(a) for a in AVERAGE_NAMES)
+
+
+def published_cell(rows: list, analog: str | None, average: bool = False) -> str:
+    if average:
+        r = next((r for r in rows if _is_average(r.get("dataset", ""))), None)
+    else:
+        r = C.find_published(rows, C.analog_names(analog))
+    return C.fmt_published(r["value"], r, where=str(r.get("dataset", ""))) if r else C.DASH
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
+    """Main table (TP / VP / LP / FT per dataset + average, measured beside published), prompt
+    design ablation (+ heatmap), robustness to the style-shifted copies, the learned prompts and
+    the claims; tables (.md/.csv) and figures (.png) also go to ``out_dir``. Missing runs show '–'."""
+    plt = C.pyplot()
+    metrics = report.load_metrics("vp", metrics_root)
+    tasks = _tasks(params, metrics)
+    analogs = _analogs(params, tasks)
+    pub_rows, pub_note = C.published_rows("visual_prompting")
+    files: dict = {}
+
+    mains = [(m, C.main_run(params, "vp", m, metrics)) for m in MAIN]
+    mains = [(m, r) for m, r in mains if r is not None]  # methods in params (or measured)
+    measured = {m: seed_values(metrics.get(r)) for m, r in mains}
+    shifted = {m: seed_values(metrics.get(r), "shifted_test_top1") for m, r in mains}
+
+    # main table: datasets x methods, measured beside published
+    rows = []
+    for t in tasks + ["Average"]:
+        avg = t == "Average"
+        row = {"dataset": t, "analogue of (paper dataset)": "–" if avg else (analogs.get(t) or "–")}
+        for m, _ in mains:
+            lab = MAIN[m][0]
+            row[f"{lab} (mini)"] = _fmt_avg(average_stats(measured[m], tasks)) if avg else C.fmt_values(list(measured[m].get(t, {}).values()))
+            if m in PAPER_METHODS or published_for(pub_rows, m):
+                row[f"{lab} (published)"] = published_cell(published_for(pub_rows, m), analogs.get(t), average=avg)
+        rows.append(row)
+    main = C.save_table(pd.DataFrame(rows), out_dir, "main")
+
+    ablation, abl_info = _ablation(params, metrics, tasks, out_dir, files, plt)
+    robustness = _robustness(mains, measured, shifted, tasks, out_dir)
+    prompt_figure = _prompt_figure(params, metrics, mains, tasks, metrics_root, out_dir, files, plt)
+    claims = compute_claims(measured, shifted, tasks, pub_rows, analogs, abl_info)
+    try:
+        from ..published import visual_prompting as published
+
+        claims["paper_qualitative"] = [str(q) for q in getattr(published, "QUALITATIVE", [])]
+    except ImportError:
+        claims["paper_qualitative"] = []
+    text = claims_text(claims)
+    if pub_note:
+        text += f"\nNote: {pub_note}."
+    files.update({k: f"{out_dir}/{k}.md" for k in ("main", "ablation", "robustness")})
+    return {"main": main, "ablation": ablation, "ablation_figure": abl_info["figure"], "robustness": robustness,
+            "prompt_figure": prompt_figure, "claims": claims, "claims_text": text, "files": files, "published_note": pub_note}
+
+
+def _prompt_size(params: dict, run: str, metrics: dict, cell: dict | None = None):
+    chosen = (cell or {}).get("chosen") or {}
+    if "prompt_size" in chosen:
+        return chosen["prompt_size"]
+    return C.run_cfg(params, "vp", run, metrics).get("prompt_size")
+
+
+def _ablation(params, metrics, tasks, out_dir, files, plt):
+    """Design × prompt size on one seed (the smallest seed every design run has)."""
+    runs = [r for r in C.run_names(params, "vp") if C.registered(params, "vp", r) in DESIGNS]
+    runs += [r for r in metrics if r not in runs and metrics[r].get("method") in DESIGNS]
+    have = {r: seed_values(metrics.get(r)) for r in runs if r in metrics}
+    seed_sets = [set().union(*(set(v) for v in bt.values())) for bt in have.values() if bt]
+    common = set.intersection(*seed_sets) if seed_sets else set()
+    seed = min(common) if common else (min(set().union(*seed_sets)) if seed_sets else None)
+    rows, grid = [], []
+    for r in runs:
+        design = DESIGNS[C.registered(params, "vp", r) if r in C.run_names(params, "vp") else metrics[r]["method"]]
+        res = metrics.get(r)
+        cells = [c for c in (res or {}).get("cells", []) if c.get("seed") == seed]
+        size = _prompt_size(params, r, metrics, cells[0] if cells else None)
+        bt = have.get(r, {})
+        row = {"design": design, "prompt size": size, "run": r,
+               "trainable params": (f"{cells[0]['params']['trainable']:,}" if cells and "params" in cells[0] else C.DASH)}
+        vals = []
+        for t in tasks:
+            v = bt.get(t, {}).get(seed)
+            row[t] = C.DASH if v is None else f"{v:.1f}"
+            if v is not None:
+                vals.append(v)
+        avg = float(np.mean(vals)) if vals and len(vals) == len(tasks) else math.nan
+        row["average"] = C.DASH if math.isnan(avg) else f"{avg:.1f}"
+        rows.append(row)
+        grid.append({"design": design, "prompt size": size, "average": avg})
+    order = list(DESIGNS.values())
+    df = pd.DataFrame(rows, columns=["design", "prompt size", "run", "trainable params", *tasks, "average"])
+    if len(df):
+        df = df.assign(_d=df["design"].map(order.index), _s=pd.to_numeric(df["prompt size"], errors="coerce")).sort_values(["_d", "_s"]).drop(columns=["_d", "_s"]).reset_index(drop=True)
+    df.columns = [c if c in ("design", "prompt size", "run", "trainable params") else f"{c} (mini, seed {seed})" for c in df.columns]
+    C.save_table(df, out_dir, "ablation")
+    g = pd.DataFrame(grid)
+    info = {"seed": seed, "grid": g}
+    if len(g) and g["average"].notna().any():
+        import seaborn as sns
+
+        piv = g.pivot_table(index="design", columns="prompt size", values="average", aggfunc="mean")
+        piv = piv.reindex([d for d in order if d in piv.index])
+        fig, ax = plt.subplots(figsize=(1.2 + 0.7 * piv.shape[1], 0.8 + 0.5 * piv.shape[0]))
+        sns.heatmap(piv, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 8})
+        ax.set_title(f"VP mini: average test top-1, seed {seed}", fontsize=9)
+        ax.set_ylabel("")
+        fig.tight_layout()
+        info["figure"] = C.finish_figure(fig, out_dir, "ablation", files)
+    else:
+        info["figure"] = C.finish_figure(C.empty_figure("no complete ablation run yet"), out_dir, "ablation", files)
+    return df, info
+
+
+def _robustness(mains, measured, shifted, tasks, out_dir):
+    rows = []
+    for m, _ in mains:
+        st, ss = average_stats(measured[m], tasks), average_stats(shifted[m], tasks)
+        drops = {t: {s: measured[m][t][s] - shifted[m][t][s] for s in measured[m].get(t, {}) if s in shifted[m].get(t, {})} for t in tasks}
+        sd = average_stats(drops, tasks)
+        row = {"method": MAIN[m][0], "test (mini)": _fmt_avg(st), "shifted test (mini)": _fmt_avg(ss), "drop, points (mini)": _fmt_avg(sd)}
+        for t in tasks:
+            row[f"drop {t}"] = C.fmt_values(list(drops[t].values()))
+        rows.append(row)
+    return C.save_table(pd.DataFrame(rows), out_dir, "robustness")
+
+
+def _prompt_figure(params, metrics, mains, tasks, metrics_root, out_dir, files, plt):
+    designs = [(m, r) for m, r in mains if m in DESIGNS and r in metrics]
+    images = {}
+    for m, r in designs:
+        for c in sorted(metrics[r].get("cells", []), key=lambda c: c.get("seed", 0)):
+            if (m, c.get("task")) in images:
+                continue
+            arr = C.load_image(c.get("prompt_image"), metrics_root)
+            if arr is not None:
+                images[(m, c["task"])] = (arr, c.get("seed"))
+    if not images:
+        return C.finish_figure(C.empty_figure("no learned prompt images yet (run vp_pad)"), out_dir, "prompts", files)
+    rows = [m for m, _ in designs if any(k[0] == m for k in images)]
+    fig, axes = plt.subplots(len(rows), len(tasks), figsize=(1.7 * len(tasks), 1.9 * len(rows)), squeeze=False)
+    for i, m in enumerate(rows):
+        for j, t in enumerate(tasks):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if (m, t) in images:
+                arr, seed = images[(m, t)]
+                ax.imshow(arr, interpolation="nearest")
+                ax.set_title(f"{t.split('/')[-1]} (seed {seed})", fontsize=8)
+            else:
+                ax.axis("off")
+                ax.text(0.5, 0.5, "–", ha="center", va="center")
+            if j == 0:
+                ax.set_ylabel(MAIN[m][0], fontsize=8)
+    fig.suptitle("Learned prompts, de-normalised (inside of a pad = mean colour)", fontsize=9)
+    fig.tight_layout()
+    return C.finish_figure(fig, out_dir, "prompts", files)
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+
+def _means(by_task: dict) -> dict:
+    return {t: float(np.mean(list(v.values()))) for t, v in by_task.items() if v}
+
+
+def _mini_compare(measured, a, b, tasks) -> dict | None:
+    if a not in measured or b not in measured:
+        return None
+    ma, mb = _means(measured[a]), _means(measured[b])
+    common = [t for t in tasks if t in ma and t in mb]
+    if not common:
+        return None
+    return {"wins": [t for t in common if ma[t] > mb[t]], "of": common,
+            "avg_diff": float(np.mean([ma[t] - mb[t] for t in common]))}
+
+
+def _paper_compare(pub_rows, a, b) -> dict | None:
+    pa = {C.norm(r["dataset"]): (r["dataset"], r["value"]) for r in published_for(pub_rows, a) if not _is_average(r["dataset"])}
+    pb = {C.norm(r["dataset"]): r["value"] for r in published_for(pub_rows, b) if not _is_average(r["dataset"])}
+    common = [k for k in pa if k in pb]
+    if not common:
+        return None
+    return {"wins": [pa[k][0] for k in common if pa[k][1] > pb[k]], "of": [pa[k][0] for k in common],
+            "unconfirmed": _unconfirmed_tag([r for r in published_for(pub_rows, a) + published_for(pub_rows, b) if C.norm(r["dataset"]) in common])}
+
+
+def _unconfirmed_tag(rows) -> str:
+    n = sum(not C.is_confirmed(r) for r in rows)
+    return "" if n == 0 else (", unconfirmed" if n == len(rows) else ", partly unconfirmed")
+
+
+def compute_claims(measured, shifted, tasks, pub_rows, analogs, abl_info) -> dict:
+    claims = {}
+    for other in ("zeroshot", "logistic_probe", "clip_finetune"):
+        claims[f"vp_vs_{other}"] = {"mini": _mini_compare(measured, "vp_pad", other, tasks), "paper": _paper_compare(pub_rows, "vp_pad", other)}
+    drops = {}
+    for m in measured:
+        d = {t: {s: measured[m][t][s] - shifted[m][t][s] for s in measured[m].get(t, {}) if s in shifted[m].get(t, {})} for t in tasks}
+        st = average_stats(d, tasks)
+        if st["n"]:
+            drops[MAIN[m][0]] = st["mean"]
+    claims["robustness_drop"] = drops
+    g = abl_info.get("grid")
+    if g is not None and len(g) and g["average"].notna().any():
+        best = g.loc[g["average"].idxmax()]
+        claims["ablation_best"] = {"design": best["design"], "prompt_size": best["prompt size"], "average": float(best["average"]), "seed": abl_info["seed"]}
+    return claims
+
+
+def _sentence(name, other, c) -> str:
+    mini, paper = c["mini"], c["paper"]
+    if mini is None:
+        s = f"VP (pad) vs {other}: not measured in the mini world (run missing)."
+    else:
+        s = (f"Mini world: VP (pad) beats {other} on {len(mini['wins'])} of {len(mini['of'])} datasets"
+             + (f" ({', '.join(t.split('/')[-1] for t in mini['wins'])})" if mini["wins"] else "")
+             + f"; mean difference {mini['avg_diff']:+.1f} points.")
+    if paper:
+        s += (f" Paper (published{paper['unconfirmed']}): VP beats {other} on {len(paper['wins'])} of {len(paper['of'])} datasets with both numbers"
+              + (f" ({', '.join(map(str, paper['wins']))})." if paper["wins"] else "."))
+    else:
+        s += f" Paper: no published VP/{other} pair per dataset in visprompt.published.visual_prompting."
+    return s
+
+
+def claims_text(claims: dict) -> str:
+    lines = [_sentence("VP", "TP (zero-shot text prompt)", claims["vp_vs_zeroshot"]),
+             _sentence("VP", "LP (linear probe)", claims["vp_vs_logistic_probe"]),
+             _sentence("VP", "FT (full fine-tuning)", claims["vp_vs_clip_finetune"])]
+    if claims["robustness_drop"]:
+        d = claims["robustness_drop"]
+        lines.append("Average drop from test to style-shifted test (points, mini): " + ", ".join(f"{k} {v:+.1f}" for k, v in d.items())
+                     + (("; VP (pad) drops less than LP." if d["VP (pad)"] < d["LP"] else "; VP (pad) drops at least as much as LP.") if "VP (pad)" in d and "LP" in d else "."))
+    if "ablation_best" in claims:
+        b = claims["ablation_best"]
+        lines.append(f"Prompt-design ablation (seed {b['seed']}): best average {b['average']:.1f} with {b['design']}, prompt size {b['prompt_size']}.")
+    for q in claims.get("paper_qualitative", []):
+        lines.append(f"Paper (qualitative, as the reference states it): {q}")
+    lines.append("Mini-world numbers are measurements with a tiny CLIP on procedural datasets; they are not the paper's numbers.")
+    return "\n".join(lines)

@@ -1,0 +1,401 @@
+"""VPT report: Table 1 of Jia et al. (2022) in the mini world, beside the published numbers.
+
+Measured numbers: every run of ``params['vpt']['methods']`` read from
+``<metrics_root>/vpt/<run>.json`` (last-epoch test top-1 per task and seed). Published numbers:
+``visprompt.published.vpt.published_table()`` (ViT-B/16 ImageNet-21k, real VTAB-1k / FGVC), always
+in columns labelled "published", with their confirmed/unconfirmed flag.
+
+Conventions
+-----------
+* **Group mean** (FGVC, Natural, Specialized, Structured): the mean over the group's tasks of the
+  per-task mean over seeds; the ± is the sample std over seeds of the per-seed group mean (the
+  seeds every task of the group has). The task → group mapping is the mini manifest's ``group``.
+* **Total-parameter multiplier** (VPT Table 1 "Total params"): the parameters one must store to
+  serve *all* tasks of the table, relative to the pretrained backbone:
+  ``(frozen parameters, stored once and shared + Σ_tasks trainable parameters of that task) /
+  backbone parameters``. Full fine-tuning freezes nothing, so it stores one whole model per task
+  (≈ number of tasks ×); a method that tunes a head only stores ≈ 1×. The mini table has fewer
+  tasks than the paper's 24, and its heads are large relative to its tiny backbone, so the two
+  multipliers are comparable in kind, not in size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .. import report
+from . import _common as C
+
+GROUPS = ("fgvc", "natural", "specialized", "structured")
+GROUP_LABEL = {"fgvc": "FGVC", "natural": "Natural", "specialized": "Specialized", "structured": "Structured"}
+LABELS = {"full": "Full", "linear": "Linear", "partial": "Partial", "mlp": "MLP", "sidetune": "Sidetune",
+          "bias": "Bias", "adapter": "Adapter", "vpt_shallow": "VPT-shallow", "vpt_deep": "VPT-deep"}
+PARAM_KEYS = ("totalparams", "totalparameters", "params", "parameters", "totalparamsmultiplier")
+
+
+def method_label(params: dict, run: str, metrics: dict | None = None) -> str:
+    """Paper-style label of a run: 'Partial-1' / 'MLP-3' from the cfg's k, else the registered name."""
+    method = C.registered(params, "vpt", run)
+    label = LABELS.get(method, run)
+    cfg = C.run_cfg(params, "vpt", run, metrics)
+    if method in ("partial", "mlp") and "k" in cfg:
+        label = f"{label}-{cfg['k']}"
+    if run != method:
+        label = f"{label} [{run}]"
+    return label
+
+
+def task_groups(params: dict, tasks) -> dict:
+    """task key -> group, from the mini dataset manifest (falls back to the suite name)."""
+    from ..data.mini import all_tasks
+
+    try:
+        known = all_tasks((params.get("data") or {}).get("sizes"))
+    except Exception:  # noqa: BLE001 - a bad sizes entry must not hide the report
+        known = all_tasks()
+    out = {}
+    for t in tasks:
+        if t in known:
+            out[t] = known[t].group
+        else:
+            out[t] = "fgvc" if str(t).startswith("fgvc/") else "natural"
+    return out
+
+
+def seed_table(result: dict | None) -> dict:
+    """task -> {seed: test top-1} of one run."""
+    out: dict = {}
+    for c in (result or {}).get("cells", []):
+        if "task" in c and isinstance(c.get("test_top1"), (int, float)):
+            out.setdefault(c["task"], {})[int(c.get("seed", 0))] = float(c["test_top1"])
+    return out
+
+
+def group_stats(by_task: dict, tasks) -> dict:
+    """Mean over tasks of the per-task seed means; sample std over seeds of the per-seed group mean."""
+    present = [t for t in tasks if by_task.get(t)]
+    if not present:
+        return {"mean": math.nan, "std": math.nan, "n_tasks": 0, "of": len(tasks), "per_seed": {}}
+    mean = sum(sum(by_task[t].values()) / len(by_task[t]) for t in present) / len(present)
+    common = set.intersection(*(set(by_task[t]) for t in present))
+    per_seed = {s: sum(by_task[t][s] for t in present) / len(present) for s in sorted(common)}
+    _, std, _ = C.stats(per_seed.values())
+    return {"mean": mean, "std": std, "n_tasks": len(present), "of": len(tasks), "per_seed": per_seed}
+
+
+def storage_multiplier(result: dict | None, backbone_params: int | None) -> float:
+    """Total parameters stored for all tasks of the run / backbone parameters (see module doc)."""
+    if not result or not backbone_params:
+        return math.nan
+    per_task = {}
+    for c in result.get("cells", []):
+        if "task" in c and "params" in c and c["task"] not in per_task:
+            per_task[c["task"]] = c["params"]
+    if not per_task:
+        return math.nan
+    shared = max(p["total"] - p["trainable"] for p in per_task.values())
+    stored = shared + sum(p["trainable"] for p in per_task.values())
+    return stored / backbone_params
+
+
+def backbone_parameters(params: dict, metrics: dict) -> int | None:
+    """Parameters of the frozen ViT backbone without head (built from params; else from metrics)."""
+    try:
+        from ..backbones.vit import create_vit
+
+        cfg = {k: v for k, v in ((params.get("backbones") or {}).get("vit") or {}).items() if k not in ("weights", "pretrained")}
+        if cfg:
+            model = create_vit(cfg)
+            return sum(p.numel() for p in model.parameters())
+    except Exception:  # noqa: BLE001 - fall back to the counts recorded in the metrics
+        pass
+    # The largest frozen part of any cell is the whole backbone (linear / prompt / adapter methods).
+    frozen = [c["params"]["total"] - c["params"]["trainable"] for r in metrics.values() for c in r.get("cells", []) if "params" in c]
+    return max(frozen) if frozen and max(frozen) > 0 else None
+
+
+# --- published --------------------------------------------------------------------------------
+
+
+def _pub_is(row: dict, *names) -> bool:
+    """Does a published row belong to one of ``names`` (registry names or paper labels)?"""
+    keys = {C.norm(n) for n in names}
+    return C.norm(row.get("method", "")) in keys or C.norm(row.get("label", "")) in keys
+
+
+def _pub_method_matches(row: dict, params: dict, run: str, metrics: dict) -> bool:
+    """A published row stands beside a run when it is the same method with the same depth k
+    (the paper's Partial-1 / MLP-3; a mini run with another k gets no published number)."""
+    label = method_label(params, run, metrics).split(" [")[0]
+    method = C.registered(params, "vpt", run)
+    if not _pub_is(row, method, label):
+        return False
+    if method in ("partial", "mlp") and "k" in C.run_cfg(params, "vpt", run, metrics) and row.get("label"):
+        return C.norm(row["label"]) == C.norm(label)
+    return True
+
+
+def _is_param_row(row: dict) -> bool:
+    return "total_params_x" in row or (row.get("kind") in (None, "params") and "param" in C.norm(row.get("task_or_group", "")))
+
+
+def _group_of_pub(row: dict) -> str | None:
+    if row.get("kind") not in (None, "group_mean"):
+        return None
+    n = C.norm(row.get("task_or_group", ""))
+    for g in GROUPS:
+        if n == g or n in (f"vtab{g}", f"{g}mean", f"vtab{g}mean", f"{g}avg", f"mean{g}"):
+            return g
+    return None
+
+
+def _value(row: dict):
+    for k in ("top1", "value", "total_params_x", "multiplier"):
+        if isinstance(row.get(k), (int, float)):
+            return float(row[k])
+    return None
+
+
+def published_lookup(rows: list, params: dict, run: str, metrics: dict) -> dict:
+    """{'groups': {group: row}, 'params': row|None, 'tasks': {task: row}} for one run."""
+    out = {"groups": {}, "params": None, "tasks": {}}
+    for r in rows:
+        if not _pub_method_matches(r, params, run, metrics):
+            continue
+        g = _group_of_pub(r)
+        if _is_param_row(r):
+            out["params"] = r
+        elif g:
+            out["groups"][g] = r
+        else:
+            out["tasks"][str(r.get("task_or_group"))] = r
+    return out
+
+
+def load_published() -> tuple[list, str | None]:
+    """Table 1 rows plus its 'Total params' column (``published_total_params`` when provided)."""
+    rows, note = C.published_rows("vpt")
+    if rows and not any(_is_param_row(r) for r in rows):
+        extra, _ = C.published_rows("vpt", "published_total_params")
+        rows = rows + extra
+    return rows, note
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
+    """Table 1 (group means + storage multiplier, measured beside published), the per-task table,
+    the claims and the accuracy-by-group figure; tables (.md/.csv) and the figure (.png) are also
+    written to ``out_dir``. Runs listed in params without metrics show '–'."""
+    plt = C.pyplot()
+    metrics = report.load_metrics("vpt", metrics_root)
+    runs = C.run_names(params, "vpt")
+    tasks = list((params.get("vpt") or {}).get("tasks") or [])
+    for r in runs:  # tasks measured but no longer in params still belong to their run
+        for t in seed_table(metrics.get(r)):
+            if t not in tasks:
+                tasks.append(t)
+    groups = task_groups(params, tasks)
+    group_tasks = {g: [t for t in tasks if groups[t] == g] for g in GROUPS}
+    pub_rows, pub_note = load_published()
+    backbone = backbone_parameters(params, metrics)
+    n_tasks = len(tasks)
+
+    table, per_task_rows, fig_rows, numeric = [], [], [], {}
+    for run in runs:
+        res = metrics.get(run)
+        by_task = seed_table(res)
+        label = method_label(params, run, metrics)
+        pub = published_lookup(pub_rows, params, run, metrics)
+        row = {"method": label}
+        numeric[run] = {"label": label, "tasks": {t: C.stats(v.values()) for t, v in by_task.items()}, "groups": {}}
+        for g in GROUPS:
+            st = group_stats(by_task, group_tasks[g])
+            numeric[run]["groups"][g] = st
+            cell = C.fmt_ms(st["mean"], st["std"])
+            if st["n_tasks"] and st["n_tasks"] < st["of"]:
+                cell += f" ({st['n_tasks']}/{st['of']} tasks)"
+            row[f"{GROUP_LABEL[g]} (mini, measured)"] = cell
+            pr = pub["groups"].get(g)
+            row[f"{GROUP_LABEL[g]} (published)"] = C.fmt_published(_value(pr), pr) if pr else C.DASH
+            for s, v in st["per_seed"].items():
+                fig_rows.append({"method": label, "group": GROUP_LABEL[g], "seed": s, "top1": v})
+        mult = storage_multiplier(res, backbone)
+        numeric[run]["multiplier"] = mult
+        row[f"total params (mini, {n_tasks} tasks)"] = C.DASH if math.isnan(mult) else f"{mult:.3f}×" + (f" ({len(by_task)}/{n_tasks} tasks)" if len(by_task) < n_tasks else "")
+        pp = pub["params"]
+        row["total params (published, 24 tasks)"] = C.fmt_published(_value(pp), pp, unit="×") if pp else C.DASH
+        trainable = sorted({c["params"]["trainable"] for c in (res or {}).get("cells", []) if "params" in c})
+        row["trainable params / task (mini)"] = (f"{trainable[0]:,}" if len(trainable) == 1 else f"{trainable[0]:,}–{trainable[-1]:,}") if trainable else C.DASH
+        table.append(row)
+        pt = {"method": label}
+        for t in tasks:
+            pt[f"{t} ({groups[t]})"] = C.fmt_values(list(by_task.get(t, {}).values()))
+        per_task_rows.append(pt)
+
+    files: dict = {}
+    table1 = C.save_table(pd.DataFrame(table), out_dir, "table1")
+    per_task = C.save_table(pd.DataFrame(per_task_rows), out_dir, "per_task")
+    files.update({"table1": f"{out_dir}/table1.md", "per_task": f"{out_dir}/per_task.md"})
+    claims = compute_claims(params, metrics, numeric, pub_rows, tasks)
+    text = claims_text(claims, n_tasks, backbone)
+    if pub_note:
+        text += f"\nNote: {pub_note}."
+    figure = _figure(plt, fig_rows, out_dir, files)
+    return {"table1": table1, "per_task": per_task, "claims": claims, "claims_text": text, "figure": figure,
+            "files": files, "published_note": pub_note, "backbone_params": backbone, "group_of_task": groups}
+
+
+def _run_for(params: dict, method: str, metrics: dict) -> str | None:
+    r = C.main_run(params, "vpt", method, metrics)
+    return r if r in metrics else None
+
+
+def _compare(numeric: dict, a: str | None, b: str | None, tasks) -> dict | None:
+    """Per-task seed means of run a vs run b on the tasks both measured."""
+    if a is None or b is None:
+        return None
+    ta, tb = numeric[a]["tasks"], numeric[b]["tasks"]
+    common = [t for t in tasks if t in ta and t in tb and ta[t][2] and tb[t][2]]
+    ge = [t for t in common if ta[t][0] >= tb[t][0]]
+    gt = [t for t in common if ta[t][0] > tb[t][0]]
+    return {"ge": len(ge), "gt": len(gt), "of": len(common), "not_ge": [t for t in common if t not in ge]}
+
+
+def _paper_compare(pub_rows: list, a: str, b: str) -> dict | None:
+    """The same count on the paper's per-task published rows (tasks where both have a number)."""
+    def per_task(name):
+        return {str(r["task_or_group"]): _value(r) for r in pub_rows
+                if _pub_is(r, name) and not _is_param_row(r) and _group_of_pub(r) is None and r.get("kind") in (None, "task") and _value(r) is not None}
+
+    pa, pb = per_task(a), per_task(b)
+    common = [t for t in pa if t in pb]
+    if not common:
+        return None
+    return {"ge": sum(pa[t] >= pb[t] for t in common), "gt": sum(pa[t] > pb[t] for t in common), "of": len(common),
+            "not_ge": [t for t in common if pa[t] < pb[t]]}
+
+
+def _paper_groups(pub_rows: list, name: str) -> dict:
+    return {g: _value(r) for r in pub_rows if _pub_is(r, name) and (g := _group_of_pub(r))}
+
+
+def _paper_multiplier(pub_rows: list, name: str):
+    for r in pub_rows:
+        if _pub_is(r, name) and _is_param_row(r):
+            return _value(r), C.is_confirmed(r)
+    return None, None
+
+
+def compute_claims(params: dict, metrics: dict, numeric: dict, pub_rows: list, tasks) -> dict:
+    deep, full, linear = (_run_for(params, m, metrics) for m in ("vpt_deep", "full", "linear"))
+    claims = {
+        "vpt_deep_vs_full": {"mini": _compare(numeric, deep, full, tasks), "paper": _paper_compare(pub_rows, "VPT-deep", "Full")},
+        "vpt_deep_vs_linear": {"mini": _compare(numeric, deep, linear, tasks), "paper": _paper_compare(pub_rows, "VPT-deep", "Linear")},
+    }
+    # group level (the paper always has these)
+    for other, key in ((full, "full"), (linear, "linear")):
+        mini = None
+        if deep and other:
+            gd, go = numeric[deep]["groups"], numeric[other]["groups"]
+            mini = {g: (gd[g]["mean"], go[g]["mean"]) for g in GROUPS if g in gd and g in go and gd[g]["n_tasks"] and go[g]["n_tasks"]}
+        pd_, po = _paper_groups(pub_rows, "VPT-deep"), _paper_groups(pub_rows, "Full" if key == "full" else "Linear")
+        paper = {g: (pd_[g], po[g]) for g in GROUPS if g in pd_ and g in po}
+        claims[f"groups_vpt_deep_vs_{key}"] = {"mini": mini, "paper": paper or None}
+    claims["multiplier"] = {
+        "mini": {k: numeric[r]["multiplier"] for k, r in (("vpt_deep", deep), ("full", full), ("linear", linear)) if r},
+        "paper": {k: v for k, n in (("vpt_deep", "VPT-deep"), ("full", "Full"), ("linear", "Linear")) if (v := _paper_multiplier(pub_rows, n))[0] is not None},
+    }
+    best = {}
+    for g in GROUPS:
+        cands = [(numeric[r]["groups"][g]["mean"], numeric[r]["label"]) for r in numeric if g in numeric[r]["groups"] and numeric[r]["groups"][g]["n_tasks"]]
+        if cands:
+            best[g] = max(cands)[1]
+    claims["best_per_group_mini"] = best
+    return claims
+
+
+def _count_sentence(name: str, other: str, c: dict) -> str:
+    mini, paper = c["mini"], c["paper"]
+    if mini is None:
+        s = f"{name} vs {other}: not measured in the mini world (run missing)."
+    elif mini["of"] == 0:
+        s = f"{name} vs {other}: no task measured by both runs."
+    else:
+        s = f"Mini world: {name} ≥ {other} on {mini['ge']} of {mini['of']} tasks (strictly better on {mini['gt']})"
+        s += f"; not on {', '.join(mini['not_ge'])}." if mini["not_ge"] else "."
+    if paper:
+        s += f" Paper (published per-task numbers): {name} ≥ {other} on {paper['ge']} of {paper['of']} tasks (strictly better on {paper['gt']})."
+    else:
+        s += " Paper: no per-task published numbers for this pair in visprompt.published.vpt."
+    return s
+
+
+def _group_sentence(name: str, other: str, c: dict) -> str | None:
+    parts = []
+    if c["mini"]:
+        wins = [GROUP_LABEL[g] for g, (a, b) in c["mini"].items() if a >= b]
+        parts.append(f"mini: {name} ≥ {other} in {len(wins)} of {len(c['mini'])} groups" + (f" ({', '.join(wins)})" if wins else ""))
+    if c["paper"]:
+        wins = [GROUP_LABEL[g] for g, (a, b) in c["paper"].items() if a >= b]
+        parts.append(f"paper: {name} ≥ {other} in {len(wins)} of {len(c['paper'])} groups" + (f" ({', '.join(wins)})" if wins else ""))
+    return ("Group means — " + "; ".join(parts) + ".") if parts else None
+
+
+def claims_text(claims: dict, n_tasks: int, backbone: int | None) -> str:
+    lines = [_count_sentence("VPT-deep", "Full", claims["vpt_deep_vs_full"])]
+    g = _group_sentence("VPT-deep", "Full", claims["groups_vpt_deep_vs_full"])
+    if g:
+        lines.append(g)
+    lines.append(_count_sentence("VPT-deep", "Linear", claims["vpt_deep_vs_linear"]))
+    g = _group_sentence("VPT-deep", "Linear", claims["groups_vpt_deep_vs_linear"])
+    if g:
+        lines.append(g)
+    m = claims["multiplier"]
+    mini = {k: v for k, v in m["mini"].items() if not math.isnan(v)}
+    if mini:
+        names = {"vpt_deep": "VPT-deep", "full": "Full", "linear": "Linear"}
+        s = f"Storage for all {n_tasks} mini tasks (× the {backbone:,}-parameter backbone): " + ", ".join(f"{names[k]} {v:.3f}×" for k, v in mini.items())
+        if "vpt_deep" in mini and "full" in mini and mini["vpt_deep"] > 0:
+            s += f" — Full stores {mini['full'] / mini['vpt_deep']:.1f}× what VPT-deep stores"
+        s += "."
+    else:
+        s = "Storage multiplier: no measured runs."
+    if m["paper"]:
+        names = {"vpt_deep": "VPT-deep", "full": "Full", "linear": "Linear"}
+        s += " Paper (24 tasks, published" + ("" if all(c for _, c in m["paper"].values()) else ", unconfirmed") + "): " + ", ".join(f"{names[k]} {v:.2f}×" for k, (v, _) in m["paper"].items()) + "."
+    lines.append(s)
+    if claims["best_per_group_mini"]:
+        lines.append("Best measured method per group (mini): " + ", ".join(f"{GROUP_LABEL[g]}: {lab}" for g, lab in claims["best_per_group_mini"].items()) + ".")
+    lines.append("Mini-world numbers are measurements on the procedural mini tasks with a tiny ViT; they are not the paper's numbers.")
+    return "\n".join(lines)
+
+
+def _figure(plt, rows: list, out_dir: str, files: dict):
+    import seaborn as sns
+
+    if not rows:
+        return C.finish_figure(C.empty_figure("no VPT metrics yet"), out_dir, "accuracy_by_group", files)
+    df = pd.DataFrame(rows)
+    groups = [GROUP_LABEL[g] for g in GROUPS if GROUP_LABEL[g] in set(df["group"])]
+    order = list(dict.fromkeys(df["method"]))
+    ncols = 2 if len(groups) >= 3 else len(groups)
+    nrows = math.ceil(len(groups) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * (1.0 + 0.35 * len(order)), 3.0 * nrows), sharey=False, squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[len(groups):]:
+        ax.axis("off")
+    for ax, g in zip(flat, groups):
+        d = df[df["group"] == g]
+        sns.stripplot(data=d, x="method", y="top1", order=order, ax=ax, size=4, alpha=0.6, jitter=0.15, color="0.35")
+        sns.pointplot(data=d, x="method", y="top1", order=order, ax=ax, errorbar=None, linestyle="none", markers="_", markersize=14, color="C3")
+        ax.set_title(g, fontsize=10)
+        ax.set_xlabel("")
+        ax.set_ylabel("test top-1 (%)")
+        ax.tick_params(axis="x", rotation=70, labelsize=8)
+    fig.suptitle("VPT mini: group mean per seed (points), mean over seeds (red)", fontsize=10)
+    fig.tight_layout()
+    return C.finish_figure(fig, out_dir, "accuracy_by_group", files)
