@@ -39,6 +39,17 @@ class MlpHead(nn.Module):
         nn.init.constant_(self.fc.bias, HEAD_BIAS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1 and len(self.hidden):
+            # BatchNorm cannot take batch statistics from one sample (an epoch's last batch can be
+            # that small): normalise this batch with the running statistics instead of failing.
+            norms = [m for m in self.hidden if isinstance(m, nn.BatchNorm1d)]
+            for m in norms:
+                m.eval()
+            try:
+                return self.fc(self.hidden(x))
+            finally:
+                for m in norms:
+                    m.train()
         return self.fc(self.hidden(x))
 
 
