@@ -37,10 +37,14 @@ def check_text_tower(clip, method: str) -> None:
         )
 
 
-def tokenize_fitting(tokenizer, texts: list[str], context_length: int, extra: int = 0, what: str = "text prompt") -> tuple[torch.Tensor, torch.Tensor]:
+def tokenize_fitting(
+    tokenizer, texts: list[str], context_length: int, extra: int = 0, what: str = "text prompt", fix: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens ``(n, context_length)`` and EOT positions ``(n,)``; raise if a text plus ``extra`` tokens doesn't fit.
 
     The tokenizer silently truncates long texts, so tokenize with room to spare and measure.
+    ``fix`` (formatted with ``free``, the number of extra tokens that would fit) replaces the
+    generic advice in the error message.
     """
     long = tokenizer(texts, context_length=4 * context_length + extra)
     eot = long.argmax(dim=-1)  # CLIP's EOT id is the largest in the vocabulary
@@ -52,7 +56,8 @@ def tokenize_fitting(tokenizer, texts: list[str], context_length: int, extra: in
             f"{what} does not fit the text context: the longest prompt {texts[worst]!r} uses "
             f"{int(n_tokens[worst])} tokens (SOT + text + EOT) of the context length {context_length}"
             + (f" and needs {extra} more, so at most {max(free, 0)} fit" if extra else "")
-            + "; use a shorter template or class name, or fewer prompt tokens"
+            + "; "
+            + (fix.format(free=max(free, 0)) if fix else "use a shorter template or class name, or fewer prompt tokens")
         )
     return long[:, :context_length].contiguous(), eot
 

@@ -1,0 +1,179 @@
+"""Benchmark RPO's fast path against a frozen CLIP forward and the plain masked implementation.
+
+On the same batch it times, as the median of ``--repeats`` runs after one warm-up:
+
+(a) ``frozen``: one frozen CLIP forward -- image encoder, then logits against text features
+    cached beforehand -- under ``torch.no_grad``;
+(b) ``plain``: one RPO training step (forward + backward + SGD step) of the straightforward masked
+    implementation (``fast=False``: every class prompt through the whole text tower and all image
+    tokens with autograd, every step);
+(c) ``fast``: the same step with the read-only fast path (``fast=True``).
+
+It reports wall-clock seconds and process CPU seconds (steadier on a shared machine), the
+ratios ``fast / frozen`` (target from the issue: <= 1.3) and ``plain / fast``, torch threads and
+device. The CLIP has random weights: timing does not depend on them. Usage::
+
+    python -m visprompt.bench_rpo --model ViT-B-16 --batch 8 --K 24 --out reports/bench_rpo.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .backbones.clip import create_clip, encode_classnames, get_tokenizer
+from .methods.rpo import RPO
+from .utils import environment_info, write_json
+
+MODELS = ("mini", "ViT-B-16")
+CLASSNAMES = ["cat", "dog", "red_circle", "blue square", "airplane", "golden retriever", "sunflower", "pizza", "forest", "bicycle", "tennis ball", "spiral galaxy"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fns: dict, repeats: int, device: torch.device) -> dict:
+    """Wall-clock and process-CPU seconds of each function, run round-robin so that a change in
+    machine load hits every measurement alike; one warm-up round first."""
+    for fn in fns.values():
+        fn()
+    _sync(device)
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            _sync(device)
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return {"wall": wall, "cpu": cpu}
+
+
+def build(model: str, device: torch.device):
+    """A CLIP (random weights for ViT-B-16: timing does not depend on them), its tokenizer and image size."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    if model == "mini":
+        cfg = {}
+        clip = create_clip(cfg)
+    else:
+        cfg = {"arch": model, "pretrained": None}
+        clip = create_clip(cfg)
+    clip = clip.to(device)
+    size = clip.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return clip, get_tokenizer(cfg, clip), int(size)
+
+
+def run(model: str = "mini", batch: int = 8, K: int = 24, classes: int = 10, repeats: int = 5, device: str | None = None, threads: int | None = None) -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if threads:
+        torch.set_num_threads(threads)
+    clip, tokenizer, size = build(model, device)
+    names = [CLASSNAMES[i % len(CLASSNAMES)] + ("" if i < len(CLASSNAMES) else f" {i}") for i in range(classes)]
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=gen).to(device)
+    labels = torch.randint(0, classes, (batch,), generator=gen).to(device)
+
+    text = encode_classnames(clip, tokenizer, names, "a photo of a {}.")
+
+    def frozen():
+        with torch.no_grad():
+            img = F.normalize(clip.encode_image(images), dim=-1)
+            return clip.logit_scale.exp() * img @ text.t()
+
+    rpo = RPO(clip, tokenizer, names, K=K).to(device).train()
+    opt = torch.optim.SGD([p for p in rpo.parameters() if p.requires_grad], lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def step(fast: bool):
+        def fn():
+            rpo.fast = fast
+            loss = F.cross_entropy(rpo(images), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return fn
+
+    def fast_frozen_part():
+        rpo.frozen_image_pass(images)
+
+    t = _time({"frozen": frozen, "plain": step(False), "fast": step(True), "fast_frozen_part": fast_frozen_part}, repeats, device)
+    med = {kind: {k: statistics.median(v) for k, v in t[kind].items()} for kind in t}
+    best = {k: min(v) for k, v in t["wall"].items()}
+    env = environment_info(device)
+    return {
+        "model": model,
+        "weights": "random init",
+        "batch": batch,
+        "K": K,
+        "classes": classes,
+        "image_size": size,
+        "repeats": repeats,
+        "seconds": med["wall"],
+        "cpu_seconds": med["cpu"],
+        "fast_over_frozen": med["wall"]["fast"] / med["wall"]["frozen"],
+        "plain_over_fast": med["wall"]["plain"] / med["wall"]["fast"],
+        "cpu_fast_over_frozen": med["cpu"]["fast"] / med["cpu"]["frozen"],
+        "cpu_plain_over_fast": med["cpu"]["plain"] / med["cpu"]["fast"],
+        "min_seconds": best,
+        "min_fast_over_frozen": best["fast"] / best["frozen"],
+        "min_plain_over_fast": best["plain"] / best["fast"],
+        "target_fast_over_frozen": 1.3,
+        "all_seconds": t["wall"],
+        "all_cpu_seconds": t["cpu"],
+        "notes": (
+            "seconds: wall clock, median of repeats; min_seconds: the fastest repeat (least disturbed by "
+            "other jobs); cpu_seconds: process CPU time (all threads), steadier than wall clock on a shared "
+            "machine with one thread. 'fast_frozen_part' is the fast step's "
+            "no-grad pass over the image tokens alone (the frozen forward minus the last layer's unused work)."
+        ),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": env["device_name"],
+        "cpu_count": env["cpu_count"],
+        "torch": env["torch"],
+        "open_clip": env["open_clip"],
+    }
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m visprompt.bench_rpo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=MODELS, default="mini")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--K", type=int, default=24)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    ap.add_argument("--out", default=None, help="write the result as JSON here")
+    args = ap.parse_args(argv)
+    res = run(args.model, args.batch, args.K, args.classes, args.repeats, args.device, args.threads)
+    for kind, key, pre in (("wall", "seconds", ""), ("cpu", "cpu_seconds", "cpu_")):
+        s = res[key]
+        print(
+            f"{res['model']} batch {res['batch']} K {res['K']} classes {res['classes']} on {res['device']} ({res['torch_threads']} threads), {kind}: "
+            f"frozen {s['frozen']:.4f} s, plain step {s['plain']:.4f} s, fast step {s['fast']:.4f} s "
+            f"(its frozen part {s['fast_frozen_part']:.4f} s); fast/frozen {res[pre + 'fast_over_frozen']:.3f} (target <= 1.3), "
+            f"plain/fast {res[pre + 'plain_over_fast']:.2f}"
+        )
+    s = res["min_seconds"]
+    print(
+        f"  fastest repeats (wall): frozen {s['frozen']:.4f} s, plain {s['plain']:.4f} s, fast {s['fast']:.4f} s; "
+        f"fast/frozen {res['min_fast_over_frozen']:.3f}, plain/fast {res['min_plain_over_fast']:.2f}"
+    )
+    if args.out:
+        write_json(args.out, res)
+    return res
+
+
+if __name__ == "__main__":
+    main()
