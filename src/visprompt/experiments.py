@@ -427,7 +427,9 @@ def run_method(params: dict, paper: str, method: str, progress: bool = True, run
     """Every cell of ``method`` for ``paper``; returns the metrics written by the train stage."""
     s = check_method(params, paper, method)
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    threads = int(params.get("threads", 0) or 0)
+    if threads > 0:  # tiny models: one thread avoids OpenMP spin-waits when the machine is shared
+        torch.set_num_threads(threads)
     store = CellStore(runs_root or section(params, "data").get("runs", "data/runs"), paper, method)  # run name
     if PAPERS[paper] == "vit":
         backbone = load_vit(params)
