@@ -20,6 +20,10 @@ STAGES = ("data", "splits", "backbone-vit", "backbone-clip", "check", "index")
 def _run(stage: str, params: dict, progress: bool) -> dict:
     from . import pipeline
 
+    if stage == "data" and params.get("profile") == "paper":
+        from . import paper
+
+        return paper.run_data(params)
     if stage == "data":
         return pipeline.run_data(params, progress=progress)
     if stage == "splits":
