@@ -106,8 +106,19 @@ def data_root(params: dict) -> str:
     return section(params, "data").get("root", "data/mini")
 
 
+def _paper_backend(params: dict):
+    """The real datasets and checkpoints (``profile: paper``), or None for the mini profile."""
+    if params.get("profile", "mini") != "paper":
+        return None
+    from . import paper_backend
+
+    return paper_backend
+
+
 def load_vit(params: dict):
     """The frozen ViT backbone of the VPT experiments (pretrained weights loaded) and its config."""
+    if (backend := _paper_backend(params)) is not None:
+        return backend.load_vit(params)
     from .backbones.vit import VitConfig, create_vit, load_state
 
     bb = section(params, "backbones")
@@ -123,6 +134,8 @@ def load_vit(params: dict):
 
 def load_clip(params: dict):
     """The frozen CLIP of the VP and RPO experiments, its tokenizer and config."""
+    if (backend := _paper_backend(params)) is not None:
+        return backend.load_clip(params)
     from .backbones.clip import ClipConfig, create_clip, get_tokenizer
 
     bb = section(params, "backbones")
@@ -137,6 +150,8 @@ def load_clip(params: dict):
 
 
 def load_data(params: dict, key: str, split: str, mean, std):
+    if (backend := _paper_backend(params)) is not None:
+        return backend.load_data(params, key, split, mean, std)
     from .data.store import load_split
 
     root = data_root(params)
@@ -147,6 +162,8 @@ def load_data(params: dict, key: str, split: str, mean, std):
 
 def dataset_template(params: dict, key: str) -> str | None:
     """The dataset's zero-shot prompt template (CoOp's per-dataset templates in the paper profile)."""
+    if (backend := _paper_backend(params)) is not None:
+        return backend.dataset_template(params, key)
     from .data.store import load_manifest
 
     return load_manifest(data_root(params), key).get("template")
