@@ -117,49 +117,65 @@ def load_vit_in21k(pretrained: bool | str | os.PathLike = True):
     timm-layout state dict (``.safetensors``/``.pth``/``.bin``) or Google's ``ViT-B_16.npz``.
     Returns ``(model, cfg)``; ``cfg`` = ``{"mean", "std", "image_size", "weights", "note"}``.
     """
+    return load_timm_vit(VIT_IN21K, pretrained)
+
+
+def load_timm_vit(arch: str = VIT_IN21K, pretrained: bool | str | os.PathLike = True, img_size: int | None = None):
+    """Any timm ViT without head through timm's own loader (what :func:`load_vit_in21k` does for the paper's).
+
+    The paper profile always uses ``vit_base_patch16_224.orig_in21k``; another ``arch`` (and an
+    ``img_size`` other than the arch's) exists so tests can drive this exact code path with a small
+    model. Normalisation is VPT's ImageNet mean/std whatever the arch.
+    """
     import timm
 
+    kwargs = {"num_classes": 0}
+    if img_size is not None:
+        kwargs["img_size"] = int(img_size)
     cfg = {
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
-        "image_size": 224,
+        "image_size": int(img_size or 224),
         "note": "ImageNet mean/std as in VPT; timm's config for this checkpoint lists 0.5/0.5, which VPT did not use",
     }
     if pretrained is False or pretrained is None:
-        model = timm.create_model(VIT_IN21K, pretrained=False, num_classes=0)
+        model = timm.create_model(arch, pretrained=False, **kwargs)
         cfg["weights"] = "random init"
     elif pretrained is True or pretrained == "timm":
+        hub = f"timm/{arch}"
         with _hub_guard(
-            f"timm {VIT_IN21K} weights",
-            VIT_IN21K_HUB,
-            f"python -c \"import timm; timm.create_model('{VIT_IN21K}', pretrained=True)\"",
+            f"timm {arch} weights",
+            hub,
+            f"python -c \"import timm; timm.create_model('{arch}', pretrained=True)\"",
             f"download Google's original {VIT_IN21K_GOOGLE_NPZ} (the paper's file) or the hub's model.safetensors and set its path as backbones.vit.pretrained in {PARAMS_FILE}",
         ):
-            model = timm.create_model(VIT_IN21K, pretrained=True, num_classes=0)
-        cfg["weights"] = f"hf-hub:{VIT_IN21K_HUB}"
+            model = timm.create_model(arch, pretrained=True, **kwargs)
+        cfg["weights"] = f"hf-hub:{hub}"
     else:
-        path = _local_file(pretrained, "ViT-B/16 (ImageNet-21k)")
+        path = _local_file(pretrained, f"timm {arch}")
         overlay = {"file": str(path)}
         if path.suffix == ".npz":
             overlay["custom_load"] = True  # timm reads Google's JAX layout with VisionTransformer.load_pretrained
         try:
-            model = timm.create_model(VIT_IN21K, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
+            model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
         except (RuntimeError, KeyError, ValueError, OSError) as e:
             raise ConfigError(
-                f"{path} could not be loaded into timm {VIT_IN21K} ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+                f"{path} could not be loaded into timm {arch} ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
                 "expected a timm-layout state dict without head (.safetensors/.pth) or Google's ViT-B_16.npz"
             ) from e
         cfg["weights"] = str(path)
+    img = model.patch_embed.img_size
+    cfg["image_size"] = int(img[0] if isinstance(img, (tuple, list)) else img)
     return model.eval(), cfg
 
 
 # --- Visual prompting / RPO: open_clip CLIP with OpenAI weights --------------------------------
 
 
-def _openai_source(name: str) -> tuple[str, str]:
+def _pretrained_source(name: str, tag: str = "openai") -> tuple[str, str]:
     import open_clip
 
-    pcfg = open_clip.get_pretrained_cfg(name, "openai") or {}
+    pcfg = open_clip.get_pretrained_cfg(name, tag) or {}
     return pcfg.get("hf_hub", "").rstrip("/"), pcfg.get("url", "")
 
 
@@ -171,29 +187,45 @@ def load_openai_clip(name: str = "ViT-B-16", pretrained: str | os.PathLike | Non
     Returns ``(model, tokenizer, preprocess_cfg)``; ``preprocess_cfg`` has ``image_size``, ``mean``,
     ``std``, ``interpolation``, ``resize_mode``, ``weights``.
     """
-    import open_clip
-
     if name not in CLIP_MODELS:
         raise ConfigError(f"CLIP backbone {name!r} is not one of the papers' ({', '.join(CLIP_MODELS)})")
+    return load_open_clip(name, pretrained)
+
+
+def load_open_clip(name: str, pretrained: str | os.PathLike | None = "openai", image_size: int | None = None):
+    """Any open_clip model through open_clip's own loader (what :func:`load_openai_clip` does for the papers').
+
+    The paper profile uses ``ViT-B-32``/``ViT-B-16``; another ``name`` (and ``image_size``, passed as
+    ``force_image_size``) exists so tests can drive this exact code path with a small model.
+    ``pretrained``: a pretrained tag of ``name`` (``"openai"``), a checkpoint path, or ``None``.
+    """
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise ConfigError(f"unknown open_clip model {name!r}; the papers use {', '.join(CLIP_MODELS)}")
+    kwargs = {"precision": "fp32", "force_quick_gelu": True}
+    if image_size is not None:
+        kwargs["force_image_size"] = int(image_size)
     if pretrained is None or pretrained is False:
-        model = open_clip.create_model(name, pretrained=None, precision="fp32", force_quick_gelu=True)
+        model = open_clip.create_model(name, pretrained=None, **kwargs)
         weights = "random init"
-    elif str(pretrained) == "openai":
-        repo, url = _openai_source(name)
+    elif str(pretrained) in open_clip.list_pretrained_tags_by_model(name):
+        tag = str(pretrained)
+        repo, url = _pretrained_source(name, tag)
         with _hub_guard(
-            f"open_clip {name} pretrained='openai' weights",
+            f"open_clip {name} pretrained='{tag}' weights",
             repo + " (file open_clip_pytorch_model.bin)" + (f"; OpenAI's original file: {url}" if url else ""),
-            f"python -c \"import open_clip; open_clip.create_model('{name}', pretrained='openai')\"",
+            f"python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\"",
             f"download {url or 'the checkpoint'} and set its path as backbones.clip_vp.pretrained (ViT-B-32) or backbones.clip_rpo.pretrained (ViT-B-16) in {PARAMS_FILE}",
         ):
-            model = open_clip.create_model(name, pretrained="openai", precision="fp32", force_quick_gelu=True)
-        weights = f"openai (hf-hub:{repo})"
+            model = open_clip.create_model(name, pretrained=tag, **kwargs)
+        weights = f"{tag} (hf-hub:{repo})"
     else:
         path = _local_file(pretrained, f"CLIP {name}")
         jit = is_torchscript_archive(path)
         try:
             # TorchScript archives cannot be read with weights_only=True; only those get weights_only=False
-            model = open_clip.create_model(name, pretrained=str(path), precision="fp32", force_quick_gelu=True, weights_only=not jit)
+            model = open_clip.create_model(name, pretrained=str(path), weights_only=not jit, **kwargs)
         except (RuntimeError, KeyError, ValueError, OSError) as e:
             raise ConfigError(
                 f"{path} could not be loaded into open_clip {name} ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
