@@ -791,7 +791,7 @@ def test_paper_params_validate_and_unknown_names_are_listed():
     params = load_params(PAPER_PARAMS)
     names = paper.validate(params)
     assert set(real.VTAB_TASKS) | set(real.FGVC_TASKS) | set(real.VP_TASKS) | set(real.COOP_TASKS) | set(real.COOP_TEST_TASKS) == set(names)
-    assert params["vpt"]["grid"]["lr"] == [50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05]
+    assert sorted(params["vpt"]["grid"]["lr"]) == [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50]
     assert params["vp"]["recipe"]["lr"] == 40 and params["rpo"]["methods"]["rpo"]["cfg"]["K"] == 24
     bad = {**params, "data": {**params["data"], "datasets": params["data"]["datasets"] + ["vtab/imagenet21k"]}}
     with pytest.raises(ConfigError, match=r"unknown name\(s\) \['vtab/imagenet21k'\].*vtab/cifar100"):

@@ -24,6 +24,10 @@ def _run(stage: str, params: dict, progress: bool) -> dict:
         from . import paper
 
         return paper.run_data(params)
+    if stage == "splits" and params.get("profile") == "paper":
+        from . import paper
+
+        return paper.run_splits(params)
     if stage == "data":
         return pipeline.run_data(params, progress=progress)
     if stage == "splits":

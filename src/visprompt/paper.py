@@ -1,4 +1,4 @@
-"""The paper profile's data stage: validate the whole params file, then prepare each dataset.
+"""The paper profile's data and splits stages: validate the whole params file, then prepare each dataset.
 
 ``run_data(params, root)`` checks every dataset name, backbone, method and recipe number in
 ``profiles/paper/params.yaml`` *before* touching the disk (one :class:`ConfigError` listing every
@@ -9,12 +9,18 @@ download (:class:`~visprompt.data.download.ManualDownloadRequired`: URL, file, s
 destination) or a download that fails (offline: within seconds) — with the instructions, and keeps
 what was completed before. Everything it writes is under ``root``; it refuses a root inside the
 mini profile's folders.
+
+``run_splits(params)`` draws the few-shot samples of the CoOp datasets (``splits.datasets``) from
+their real train/val labels with CoOp's rule (:mod:`visprompt.data.splits`), in the same file
+format as the mini profile's, so the one experiment runner reads both.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import numpy as np
 
 from .backbones.checkpoints import CLIP_MODELS, VIT_IN21K
 from .data import real
@@ -27,6 +33,12 @@ TEXT_CONTEXT = 77  # CLIP's text context length: K read-only prompts + the class
 
 def manifest_path(root, name: str) -> Path:
     return Path(root) / "manifests" / f"{name}.json"
+
+
+def coop_name(name: str) -> str:
+    """``imagenet`` -> ``coop/imagenet``: rpo.* and splits.* name CoOp datasets as the mini runner does (bare)."""
+    name = str(name)
+    return name if "/" in name else f"coop/{name}"
 
 
 def _names(value, where: str, problems: list) -> list[str]:
@@ -144,7 +156,8 @@ def validate(params: dict) -> list[str]:
         need(_names(vp.get("tasks"), "vp.tasks", problems), "vp.tasks", set(real.VP_TASKS))
         check_recipe("vp", vp)
         check_methods("vp", vp)
-        size = int((vp.get("recipe") or {}).get("image_size", 224))
+        vp_bb = backbones.get(vp.get("backbone")) if isinstance(backbones, dict) and isinstance(vp.get("backbone"), str) else None
+        size = int((vp_bb or {}).get("image_size", 224))
         for name, m in (vp.get("methods") or {}).items():
             ps = ((m or {}).get("cfg") or {}).get("prompt_size") if isinstance(m, dict) else None
             if ps is not None and (not isinstance(ps, int) or ps < 1 or 2 * ps >= size):
@@ -156,12 +169,18 @@ def validate(params: dict) -> list[str]:
         check_methods("rpo", rpo)
         coop = set(real.COOP_TASKS)
         b2n = rpo.get("base2new") or {}
-        need(_names(b2n.get("datasets"), "rpo.base2new.datasets", problems), "rpo.base2new.datasets", coop)
         dg = rpo.get("dg") or {}
-        need(_names(dg.get("source"), "rpo.dg.source", problems), "rpo.dg.source", coop)
-        need(_names(dg.get("targets"), "rpo.dg.targets", problems), "rpo.dg.targets", set(real.COOP_TEST_TASKS))
         fs = rpo.get("fewshot") or {}
-        need(_names(fs.get("datasets"), "rpo.fewshot.datasets", problems), "rpo.fewshot.datasets", coop)
+        sampled = [coop_name(n) for n in _names((params.get("splits") or {}).get("datasets"), "splits.datasets", problems)]
+        need(sampled, "splits.datasets", coop)
+        for where, value, allowed in (("rpo.base2new.datasets", b2n.get("datasets"), coop), ("rpo.dg.source", dg.get("source"), coop),
+                                      ("rpo.dg.targets", dg.get("targets"), set(real.COOP_TEST_TASKS)), ("rpo.fewshot.datasets", fs.get("datasets"), coop)):
+            names = [coop_name(n) for n in _names(value, where, problems)]
+            need(names, where, allowed)
+            if allowed is coop:
+                for n in names:
+                    if n not in sampled:
+                        problems.append(f"{where}: {n.split('/', 1)[1]!r} has no few-shot samples; add it to splits.datasets")
         for name, m in (rpo.get("methods") or {}).items():
             if not isinstance(m, dict):
                 continue
@@ -169,6 +188,7 @@ def validate(params: dict) -> list[str]:
                 K = cfg.get("K")
                 if K is not None and (not isinstance(K, int) or K < 1 or K >= TEXT_CONTEXT - 8):
                     problems.append(f"rpo.methods.{name}.{where}.K={K!r}: must be 1..{TEXT_CONTEXT - 9} to fit CLIP's {TEXT_CONTEXT}-token text context with the class prompt")
+    _check_transforms(params.get("transforms"), problems)
     for key, b in backbones.items() if isinstance(backbones, dict) else []:
         if isinstance(b, dict) and b.get("arch") not in (VIT_IN21K, *CLIP_MODELS):
             problems.append(f"backbones.{key}.arch {b.get('arch')!r} is not one of the papers' ({VIT_IN21K}, {', '.join(CLIP_MODELS)})")
@@ -177,6 +197,22 @@ def validate(params: dict) -> list[str]:
     if problems:
         raise ConfigError("paper params: " + "; ".join(problems))
     return datasets
+
+
+def _check_transforms(transforms, problems: list) -> None:
+    from .paper_backend import SUITE_PAPER, TRANSFORMS
+
+    if not isinstance(transforms, dict):
+        problems.append("transforms is missing: one {train: ..., test: ...} per suite (vtab, fgvc, vp, coop); see profiles/paper/params.yaml")
+        return
+    for suite in SUITE_PAPER:
+        t = transforms.get(suite)
+        if not isinstance(t, dict) or set(t) != {"train", "test"}:
+            problems.append(f"transforms.{suite} must be {{train: <rule>, test: <rule>}}, got {t!r}")
+            continue
+        for k, rule in t.items():
+            if rule not in TRANSFORMS:
+                problems.append(f"transforms.{suite}.{k}: unknown rule {rule!r}; choose one of {', '.join(TRANSFORMS)}")
 
 
 def _check_root(root, problems: list) -> None:
@@ -230,3 +266,41 @@ def run_data(params: dict, root=None, progress=None, strict: bool = True) -> dic
         "count": len(done),
         "time_s": round(time.perf_counter() - t0, 1),
     }
+
+
+def run_splits(params: dict, root=None) -> dict:
+    """Few-shot samples of every (CoOp dataset, shots, seed) from its real train/val labels.
+
+    CoOp's rule (rpo.md "Few-shot protocol"), the same code and file format as the mini profile:
+    per class in label order ``random.Random(seed).sample(items, shots)``, val ``min(shots, 4)``
+    per class, base/new halves recorded. Only labels are read (no image is decoded). Fails before
+    writing anything if a dataset is not prepared or a shot count exceeds its smallest class.
+    """
+    from .data.splits import check_shots, make_split, write_split
+
+    validate(params)
+    s = params["splits"]
+    data_root = Path(params["data"]["root"])
+    out = Path(root if root is not None else s.get("root", "data/fewshot"))
+    shots, seeds = [int(x) for x in s["shots"]], [int(x) for x in s["seeds"]]
+    labels = {}
+    for name in s["datasets"]:
+        key = coop_name(name)
+        if not manifest_path(data_root, key).is_file():
+            raise ConfigError(f"{key} is not prepared under {data_root} (no {manifest_path(data_root, key)}); run the data stage first: `make paper`, or `{real.RERUN}`")
+        labels[name] = {split: real.load(key, split, data_root).labels for split in ("train", "val")}
+    check_shots({coop_name(n): np.bincount(v["train"]).tolist() for n, v in labels.items()}, shots)
+    for name, v in labels.items():  # the val sample takes min(shots, 4) per class
+        smallest = int(np.bincount(v["val"]).min())
+        if min(max(shots), 4) > smallest:
+            raise ConfigError(f"{coop_name(name)}: its val split has only {smallest} image(s) in some class, but shots {max(shots)} need "
+                              f"{min(max(shots), 4)} per class (min(shots, 4)); use shots <= {smallest} in splits.shots")
+    t0 = time.perf_counter()
+    written = 0
+    for name, lab in labels.items():
+        for k in shots:
+            for seed in seeds:
+                write_split(out, make_split(lab["train"], lab["val"], name, k, seed))
+                written += 1
+    return {"files": written, "root": str(out), "datasets": {n: {"train": len(v["train"]), "classes": int(v["train"].max()) + 1} for n, v in labels.items()},
+            "time_s": round(time.perf_counter() - t0, 1)}

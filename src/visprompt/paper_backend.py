@@ -1,0 +1,327 @@
+"""The paper profile behind the experiment runner: real checkpoints and real datasets.
+
+:mod:`visprompt.experiments` gets its backbones and data through ``load_vit``, ``load_clip``,
+``load_data`` and ``dataset_template`` (and a few protocol facts: :func:`final_split`,
+:func:`base_new_classes`, :func:`backbone_id`, :func:`check_method`). With ``profile: paper`` in
+the params they come from here, so both profiles share every line of training and evaluation.
+
+* **Backbones**: ``backbones[<paper>.backbone]`` of ``profiles/paper/params.yaml``, loaded by
+  :mod:`visprompt.backbones.checkpoints` through timm's and open_clip's own loaders (hub weights,
+  or a local file in the released layout).
+* **Data**: a task name of the paper params (``vtab/cifar100``, ``coop/imagenet``) is read by
+  :func:`visprompt.data.real.load` from ``data.root`` once the data stage has prepared it (its
+  manifest exists). Items go through ``transforms.<suite>``: the ``train`` rule for the splits a
+  model trains on (with augmentation only where the paper's recipe has it), the ``test`` rule for
+  val and test; both end with the backbone's mean/std.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from .backbones import checkpoints as ck
+from .errors import ConfigError, unknown_name
+
+SUITE_PAPER = {"vtab": "vpt", "fgvc": "vpt", "vp": "vp", "coop": "rpo"}  # which paper's backbone reads a suite
+PAPER_ARCHS = {"vpt": (ck.VIT_IN21K,), "vp": ("ViT-B-32", "ViT-B-16"), "rpo": ("ViT-B-16",)}
+DEFAULT_TEMPLATE = "a photo of a {}."  # CoOp's template for datasets without their own [rpo.md]
+VP_TEMPLATE = "This is a photo of a {}"  # the official visual prompting template [vp.md]
+DATA_STAGE = "run the paper data stage first: `make paper`, or `cd profiles/paper && dvc repro data`"
+
+# Transform rules (params ``transforms.<suite>.{train,test}``). Sizes scale with the backbone's input
+# size S: at S = 224, "resize_*" resize to 256 first, as VPT's FGVC recipe does.
+TRANSFORMS = {
+    "resize": "Resize((S, S)) (VTAB: straight to the input size, no augmentation)",
+    "resize_centercrop": "Resize(S*256/224) -> CenterCrop(S) (VPT's FGVC test transform)",
+    "resize_randomcrop_flip": "Resize(S*256/224) -> RandomCrop(S) -> RandomHorizontalFlip (VPT's FGVC train transform)",
+    "clip": "Resize(S) short side -> CenterCrop(S) (CLIP's preprocess)",
+    "random_resized_crop_flip": "RandomResizedCrop(S, scale=(0.08, 1)) -> RandomHorizontalFlip (CoOp/RPO train transform)",
+}
+AUGMENTING = frozenset({"resize_randomcrop_flip", "random_resized_crop_flip"})
+TRAIN_SPLITS = ("train", "trainval")
+RUNNER_SPLITS = {"train": "train", "val": "val", "test": "test", "train+val": "trainval", "trainval": "trainval"}
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the runner needs to know about a loaded backbone (``.mean``/``.std`` normalise its inputs)."""
+
+    arch: str
+    weights: str
+    image_size: int
+    mean: tuple
+    std: tuple
+    interpolation: str
+
+
+# --- backbones ------------------------------------------------------------------------------------
+
+
+def backbone_entry(params: dict, paper: str) -> dict:
+    """``backbones[<paper>.backbone]``: arch, pretrained (tag, True or a file) and input size."""
+    name = (params.get(paper) or {}).get("backbone")
+    bbs = params.get("backbones") or {}
+    if not isinstance(name, str) or not isinstance(bbs.get(name), dict):
+        raise ConfigError(f"{paper}.backbone must name an entry of backbones ({', '.join(bbs)}), got {name!r}")
+    entry = bbs[name]
+    if "arch" not in entry:
+        raise ConfigError(f"backbones.{name}.arch is missing (the papers use {' / '.join(PAPER_ARCHS[paper])})")
+    if entry["arch"] not in PAPER_ARCHS[paper]:
+        warnings.warn(f"backbones.{name}.arch={entry['arch']!r} is not the {paper} paper's ({' / '.join(PAPER_ARCHS[paper])}); "
+                      "numbers from it are not a replication", stacklevel=3)
+    return entry
+
+
+def _input_size(params: dict, paper: str) -> tuple[int, str]:
+    entry = backbone_entry(params, paper)
+    if paper == "vpt":
+        return int(entry.get("img_size", 224)), "bilinear"  # torchvision's default, as VPT's transforms
+    return int(entry.get("image_size", 224)), "bicubic"  # CLIP's preprocess
+
+
+def load_vit(params: dict):
+    """VPT's frozen ViT (head removed) and its :class:`BackboneInfo` (ImageNet mean/std)."""
+    entry = backbone_entry(params, "vpt")
+    size, interp = _input_size(params, "vpt")
+    model, info = ck.load_timm_vit(entry["arch"], entry.get("pretrained", True), img_size=size)
+    got = {"patch_size": model.patch_embed.patch_size[0], "embed_dim": model.embed_dim, "depth": len(model.blocks), "num_heads": model.blocks[0].attn.num_heads}
+    wrong = {k: (entry[k], v) for k, v in got.items() if k in entry and int(entry[k]) != int(v)}
+    if wrong:
+        raise ConfigError(f"backbones.{params['vpt']['backbone']}: {entry['arch']} has " + ", ".join(f"{k}={v}" for k, (_, v) in wrong.items())
+                          + f", params say " + ", ".join(f"{k}={p}" for k, (p, _) in wrong.items()) + "; fix the params")
+    mean, std = tuple(entry.get("mean", info["mean"])), tuple(entry.get("std", info["std"]))
+    return model, BackboneInfo(entry["arch"], info["weights"], info["image_size"], mean, std, interp)
+
+
+def load_clip(params: dict, paper: str = "rpo"):
+    """The frozen CLIP of ``paper`` (``vp``: ViT-B/32, ``rpo``: ViT-B/16), its tokenizer and :class:`BackboneInfo`."""
+    if paper not in ("vp", "rpo"):
+        raise ConfigError(f"load_clip: paper must be 'vp' or 'rpo', got {paper!r}")
+    entry = backbone_entry(params, paper)
+    size, interp = _input_size(params, paper)
+    model, tokenizer, pp = ck.load_open_clip(entry["arch"], entry.get("pretrained", "openai"), image_size=size)
+    info = BackboneInfo(entry["arch"], pp["weights"], int(pp["image_size"]), tuple(pp["mean"]), tuple(pp["std"]), interp)
+    return model.eval(), tokenizer, info
+
+
+def backbone_id(params: dict, paper: str) -> str:
+    """Identity of a paper's backbone for cell fingerprints: its params entry, plus size/mtime of a local weights file."""
+    entry = backbone_entry(params, paper)
+    ident = json.dumps(entry, sort_keys=True, default=str)
+    pre = entry.get("pretrained")
+    if isinstance(pre, str) and Path(pre).expanduser().is_file():
+        st = Path(pre).expanduser().stat()
+        ident += f"|{st.st_size}-{int(st.st_mtime)}"
+    return ident
+
+
+# --- datasets -------------------------------------------------------------------------------------
+
+
+def data_root(params: dict) -> Path:
+    return Path((params.get("data") or {}).get("root", "data"))
+
+
+def check_prepared(params: dict, key: str) -> None:
+    """Fail in milliseconds, naming the fix, when the data stage has not prepared ``key``."""
+    from .data import real
+    from .paper import manifest_path
+
+    if key not in real.REAL_DATASETS:
+        raise unknown_name("paper dataset", key, real.REAL_DATASETS)
+    path = manifest_path(data_root(params), key)
+    if not path.is_file():
+        raise ConfigError(f"dataset {key} is not prepared (no {path.resolve()}); {DATA_STAGE}")
+
+
+def build_transform(rule: str, size: int, mean, std, interpolation: str = "bilinear"):
+    """PIL image -> normalised float tensor ``(3, size, size)`` by one of :data:`TRANSFORMS`."""
+    from torchvision import transforms as T
+
+    if rule not in TRANSFORMS:
+        raise unknown_name("transform rule", rule, TRANSFORMS)
+    mode = T.InterpolationMode(interpolation)
+    big = round(size * 256 / 224)
+    steps = {
+        "resize": lambda: [T.Resize((size, size), interpolation=mode)],
+        "resize_centercrop": lambda: [T.Resize(big, interpolation=mode), T.CenterCrop(size)],
+        "resize_randomcrop_flip": lambda: [T.Resize(big, interpolation=mode), T.RandomCrop(size), T.RandomHorizontalFlip()],
+        "clip": lambda: [T.Resize(size, interpolation=mode), T.CenterCrop(size)],
+        "random_resized_crop_flip": lambda: [T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=mode), T.RandomHorizontalFlip()],
+    }[rule]()
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])
+
+
+def transform_rule(params: dict, key: str, split: str) -> str:
+    suite = key.split("/")[0]
+    t = (params.get("transforms") or {}).get(suite)
+    if not isinstance(t, dict) or "train" not in t or "test" not in t:
+        raise ConfigError(f"transforms.{suite} must be {{train: <rule>, test: <rule>}} in the paper params; rules: {', '.join(TRANSFORMS)}")
+    return t["train" if split in TRAIN_SPLITS else "test"]
+
+
+class PaperSplit(Dataset):
+    """One split of a real dataset with its transform: items ``(normalised tensor, int label)``.
+
+    ``labels`` (int64), ``classnames`` and ``subset`` as the mini datasets have them, so the runner
+    restricts and relabels both the same way. ``augmented`` tells the training loop not to cache
+    frozen features (each epoch must see new crops); ``num_workers`` is how many DataLoader
+    processes decode its images.
+    """
+
+    def __init__(self, data, transform, augmented: bool = False, num_workers: int = 0):
+        self.data, self.transform = data, transform
+        self.augmented, self.num_workers = bool(augmented), int(num_workers)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.data.labels
+
+    @property
+    def classnames(self) -> list:
+        return self.data.classnames
+
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i):
+        img, label = self.data[i]
+        return self.transform(img), label
+
+    def subset(self, indices, labels=None, classnames=None) -> "PaperSplit":
+        """A view on ``indices`` (optionally relabelled: few-shot samples, base/new halves)."""
+        return PaperSplit(self.data.subset(indices, labels=labels, classnames=classnames), self.transform, self.augmented, self.num_workers)
+
+
+_LOADED: dict = {}  # (root, key, split, seed) -> RealDataset: the file lists are read once per process
+
+
+def _real(root: Path, key: str, split: str, seed: int):
+    from .data import real
+
+    k = (str(root.resolve()), key, split, seed)
+    if k not in _LOADED:
+        _LOADED[k] = real.load(key, split, root, transform=None, seed=seed)
+    return _LOADED[k]
+
+
+def load_data(params: dict, key: str, split: str, mean, std) -> PaperSplit:
+    """Split ``split`` (train, val, test, or train+val) of task ``key``, transformed for the backbone that reads its suite."""
+    suite = key.split("/")[0]
+    if suite not in SUITE_PAPER:
+        raise ConfigError(f"{key!r}: paper task names start with one of {', '.join(f'{s}/' for s in SUITE_PAPER)}")
+    if split not in RUNNER_SPLITS:
+        raise ConfigError(f"{key}: split must be one of {', '.join(RUNNER_SPLITS)}, got {split!r}")
+    check_prepared(params, key)
+    split = RUNNER_SPLITS[split]
+    seed = int((params.get("data") or {}).get("split_seed", 0))
+    rule = transform_rule(params, key, split)
+    size, interp = _input_size(params, SUITE_PAPER[suite])
+    workers = int((params.get("data") or {}).get("workers", 0) or 0)
+    return PaperSplit(_real(data_root(params), key, split, seed), build_transform(rule, size, mean, std, interp), rule in AUGMENTING, workers)
+
+
+def dataset_template(params: dict, key: str) -> str:
+    """The zero-shot prompt template of a task: CoOp's per dataset (``rpo.templates``), visual
+    prompting's one template (``vp.template``), else "a photo of a {}."."""
+    suite, _, name = key.partition("/")
+    if suite == "coop":
+        t = (params.get("rpo") or {}).get("templates") or {}
+        return t.get(key) or t.get(name) or t.get("default") or DEFAULT_TEMPLATE
+    if suite == "vp":
+        return (params.get("vp") or {}).get("template") or VP_TEMPLATE
+    return DEFAULT_TEMPLATE
+
+
+# --- protocol facts -------------------------------------------------------------------------------
+
+
+def final_split(params: dict, paper: str, key: str) -> str:
+    """The split every seed's final run trains on: VPT per ``vpt.selection.<suite>.final_train``
+    (VTAB: train800val200; FGVC: train), the others their train split."""
+    if paper != "vpt":
+        return "train"
+    suite = key.split("/")[0]
+    final = (((params.get("vpt") or {}).get("selection") or {}).get(suite) or {}).get("final_train", "trainval")
+    if final not in ("train", "trainval"):
+        raise ConfigError(f"vpt.selection.{suite}.final_train must be 'train' or 'trainval', got {final!r}")
+    return "train+val" if final == "trainval" else "train"
+
+
+def base_new_classes(params: dict, key: str) -> tuple[list, list]:
+    """CoOp's base/new halves of a dataset's classes (sorted labels; base = first ceil(n/2))."""
+    from .data.coop_splits import base_new_classes as halves
+    from .paper import manifest_path
+    from .utils import read_json
+
+    check_prepared(params, key)
+    n = int(read_json(manifest_path(data_root(params), key))["num_classes"])
+    return halves(range(n))
+
+
+def rpo_datasets(params: dict, s: dict) -> tuple[list, list]:
+    """(few-shot source datasets, test-only datasets) an RPO run reads, as ``coop/<name>`` keys."""
+    from .paper import coop_name
+
+    p = params.get("rpo") or {}
+    sources, targets = [], []
+    if "base2new" in s["protocols"]:
+        sources += [coop_name(d) for d in p["base2new"]["datasets"]]
+    if "dg" in s["protocols"]:
+        sources.append(coop_name(p["dg"]["source"]))
+        targets += [coop_name(d) for d in p["dg"]["targets"]]
+    if "fewshot" in s["protocols"]:
+        sources += [coop_name(d) for d in p["fewshot"]["datasets"]]
+    return list(dict.fromkeys(sources)), list(dict.fromkeys(targets))
+
+
+def check_method(params: dict, paper: str, s: dict) -> None:
+    """Everything a paper-profile train stage reads exists, checked before any model or image is loaded."""
+    from .data import real
+    from .data.splits import split_file
+
+    backbone_entry(params, paper)
+    if paper in ("vpt", "vp"):
+        allowed = set(real.VTAB_TASKS) | set(real.FGVC_TASKS) if paper == "vpt" else set(real.VP_TASKS)
+        if not s["tasks"]:
+            raise ConfigError(f"{paper}.tasks is empty; list tasks such as {sorted(allowed)[0]}")
+        for key in s["tasks"]:
+            if key not in allowed:
+                raise unknown_name(f"{paper}.tasks entry", key, allowed)
+        for key in s["tasks"]:
+            check_prepared(params, key)
+            transform_rule(params, key, "train")
+        return
+    sources, targets = rpo_datasets(params, s)
+    for key in sources + targets:
+        check_prepared(params, key)
+        transform_rule(params, key, "train")
+    splits = params.get("splits") or {}
+    sampled = {f"coop/{d}" if "/" not in d else d for d in splits.get("datasets") or []}
+    for key in sources:
+        if key not in sampled:
+            raise ConfigError(f"rpo reads few-shot samples of {key} but splits.datasets does not list {key.split('/', 1)[1]!r}; add it")
+    p = params["rpo"]
+    needed = []
+    if "base2new" in s["protocols"]:
+        needed += [(d, int(p["base2new"]["shots"]), seed) for d in p["base2new"]["datasets"] for seed in s["seeds"]]
+    if "dg" in s["protocols"]:
+        needed += [(p["dg"]["source"], int(p["dg"]["shots"]), seed) for seed in s["seeds"]]
+    if "fewshot" in s["protocols"]:
+        f = p["fewshot"]
+        needed += [(d, int(k), int(seed)) for d in f["datasets"] for k in f["shots"] for seed in f.get("seeds", s["seeds"])]
+    root = splits.get("root", "data/fewshot")
+    missing = [str(split_file(root, d, k, seed)) for d, k, seed in needed if not split_file(root, d, k, seed).is_file()]
+    if missing:
+        raise ConfigError(f"{len(missing)} few-shot sample file(s) missing, e.g. {missing[0]}; run the paper splits stage first: "
+                          "`make paper`, or `cd profiles/paper && dvc repro splits`")
