@@ -62,9 +62,10 @@ def method_settings(params: dict, paper: str, method: str) -> dict:
     if spec.family != PAPERS[paper]:
         raise ConfigError(f"method {registered!r} needs a {spec.family} backbone but {paper} uses {PAPERS[paper]}; choose one of {list_methods(PAPERS[paper])}")
     overrides = m.get("overrides") or {}
+    datasets = _rpo_dataset_names(p) if paper == "rpo" else set()
     for proto, o in overrides.items():
-        if proto not in RPO_PROTOCOLS or set(o) - {"cfg", "recipe"}:
-            raise ConfigError(f"{paper}.methods.{method}.overrides: keys must be protocols {RPO_PROTOCOLS} with cfg/recipe inside")
+        if (proto not in RPO_PROTOCOLS and proto not in datasets) or set(o) - {"cfg", "recipe"}:
+            raise ConfigError(f"{paper}.methods.{method}.overrides: keys must be protocols {RPO_PROTOCOLS} or datasets of them ({', '.join(sorted(datasets))}) with cfg/recipe inside")
         Recipe.from_dict({**(p.get("recipe") or {}), **(m.get("recipe") or {}), **(o.get("recipe") or {})})
     recipe = {**(p.get("recipe") or {}), **(m.get("recipe") or {})}
     Recipe.from_dict(recipe)  # validate now, before any work
@@ -87,6 +88,14 @@ def method_settings(params: dict, paper: str, method: str) -> dict:
         "protocols": list(m.get("protocols") or p.get("protocols") or RPO_PROTOCOLS),
         "trainable": bool(m.get("trainable", True)),
     }
+
+
+def _rpo_dataset_names(p: dict) -> set:
+    """Datasets named by the RPO protocol sections (keys a method's ``overrides`` may use besides protocols)."""
+    names = set((p.get("base2new") or {}).get("datasets") or []) | set((p.get("fewshot") or {}).get("datasets") or [])
+    if (p.get("dg") or {}).get("source"):
+        names.add(p["dg"]["source"])
+    return {str(n) for n in names}
 
 
 def _grid_points(grid: dict) -> list[dict]:
@@ -132,10 +141,14 @@ def load_vit(params: dict):
     return model, cfg
 
 
-def load_clip(params: dict):
-    """The frozen CLIP of the VP and RPO experiments, its tokenizer and config."""
+def load_clip(params: dict, paper: str = "rpo"):
+    """The frozen CLIP of the VP and RPO experiments, its tokenizer and config.
+
+    ``paper`` picks the checkpoint in the paper profile (VP: ViT-B/32, RPO: ViT-B/16); the mini
+    profile has one CLIP for both.
+    """
     if (backend := _paper_backend(params)) is not None:
-        return backend.load_clip(params)
+        return backend.load_clip(params, paper)
     from .backbones.clip import ClipConfig, create_clip, get_tokenizer
 
     bb = section(params, "backbones")
@@ -167,6 +180,33 @@ def dataset_template(params: dict, key: str) -> str | None:
     from .data.store import load_manifest
 
     return load_manifest(data_root(params), key).get("template")
+
+
+def final_split(params: dict, paper: str, key: str) -> str:
+    """The split every seed's final run trains on: VPT's train800val200 (``train+val``), else ``train``
+    (paper profile: per ``vpt.selection``, e.g. FGVC trains on train)."""
+    if (backend := _paper_backend(params)) is not None:
+        return backend.final_split(params, paper, key)
+    return "train+val" if paper == "vpt" else "train"
+
+
+def base_new_classes(params: dict, key: str) -> tuple[list, list]:
+    """Base and new class halves of a CoOp dataset (CoOp's rule; mini: from its manifest)."""
+    if (backend := _paper_backend(params)) is not None:
+        return backend.base_new_classes(params, key)
+    from .data.store import load_manifest
+
+    m = load_manifest(data_root(params), key)
+    return m["base_classes"], m["new_classes"]
+
+
+def vp_shifted_tests(params: dict) -> dict:
+    """VP task -> its style-shifted test copy (mini only: the real datasets have no such copies)."""
+    if _paper_backend(params) is not None:
+        return {}
+    from .data.mini import VP_SHIFTS
+
+    return {f"vp/{n}": f"vp/{n}-{style}" for n, style in VP_SHIFTS.items()}
 
 
 def _file_id(path: Path) -> str:
@@ -282,7 +322,6 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
     """VPT and VP: select on train/val, then each seed on the final training split, test."""
     results = []
     mean, std = backbone[-1].mean, backbone[-1].std
-    final_split = "train+val" if s["paper"] == "vpt" else "train"
     bar = tqdm(total=len(tasks) * len(s["seeds"]), desc=f"{s['paper']}/{s['method']}", disable=not progress)
     for key in tasks:
         train, val, test = (load_data(params, key, sp, mean, std) for sp in ("train", "val", "test"))
@@ -290,7 +329,8 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
         fp_base = [s["method"], s["cfg"], s["recipe"], key, backbone_id(params, s["paper"])]
         sel = _select(params, store, s, key, key, train, val, backbone, n_cls, classnames, progress, fp_base)
         r_over, c_over = _split_point(sel["chosen"])
-        final = load_data(params, key, final_split, mean, std) if final_split != "train" else train
+        final_split_ = final_split(params, s["paper"], key)
+        final = load_data(params, key, final_split_, mean, std) if final_split_ != "train" else train
         evals = {"test": (test, None)}
         if key in shifted:
             evals["shifted_test"] = (load_data(params, shifted[key], "test", mean, std), None)
@@ -302,7 +342,7 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
                 model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, key))
                 rec = train_and_eval(model, final, evals, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
                                      checkpoint=store.checkpoint(cell), progress=progress, desc=f"{key} seed {seed}")
-                rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split, "num_classes": n_cls})
+                rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split_, "num_classes": n_cls})
                 if hasattr(model, "prompter"):
                     rec["prompt_image"] = _prompt_image(model, mean, std)
                 rec = store.put(cell, fp, rec)
@@ -359,16 +399,14 @@ def _run_rpo(params, s, backbone, progress: bool, store) -> list:
     bar = tqdm(total=len(jobs), desc=f"rpo/{s['method']}", disable=not progress)
     for protocol, dataset, shots, seed in jobs:
         cell = f"{protocol}/{dataset}/shots{shots}/seed{seed}"
-        fp = _fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, backbone_id(params, "rpo"), p.get(protocol))
+        ds_over = s["overrides"].get(dataset)  # a dataset override (paper: CoOp's ImageNet epochs) applies after the protocol's
+        fp = _fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, backbone_id(params, "rpo"), p.get(protocol), *([ds_over] if ds_over else []))
         rec = store.get(cell, fp)
         if rec is None:
             test = load_data(params, f"coop/{dataset}", "test", mean, std)
             names = test.classnames
             if protocol == "base2new":
-                from .data.store import load_manifest
-
-                m = load_manifest(data_root(params), f"coop/{dataset}")
-                base, new = m["base_classes"], m["new_classes"]
+                base, new = base_new_classes(params, f"coop/{dataset}")
                 (train, val), _ = _fewshot_data(params, dataset, shots, seed, mean, std, classes=base)
                 evals = {"base": (_restrict(test, base), [names[c] for c in base]), "new": (_restrict(test, new), [names[c] for c in new])}
                 classnames = [names[c] for c in base]
@@ -378,9 +416,13 @@ def _run_rpo(params, s, backbone, progress: bool, store) -> list:
                 evals = {"test": (test, names)}
                 if protocol == "dg":
                     for target in p["dg"]["targets"]:
-                        evals[target] = (load_data(params, f"coop/{target}", "test", mean, std), names)
-            over = s["overrides"].get(protocol, {})
-            cfg, recipe = {**s["cfg"], **(over.get("cfg") or {})}, {**s["recipe"], **(over.get("recipe") or {})}
+                        # scored over the target's own classes: ImageNet-A/-R hold 200 of ImageNet's 1,000
+                        # (CoOp's rule); the mini copies have exactly the source's classes
+                        tgt = load_data(params, f"coop/{target}", "test", mean, std)
+                        evals[target] = (tgt, list(tgt.classnames))
+            over, ds_over = s["overrides"].get(protocol) or {}, ds_over or {}
+            cfg = {**s["cfg"], **(over.get("cfg") or {}), **(ds_over.get("cfg") or {})}
+            recipe = {**s["recipe"], **(over.get("recipe") or {}), **(ds_over.get("recipe") or {})}
             model = _build("rpo", s["method"], backbone, len(classnames), classnames, cfg, seed, dataset_template(params, f"coop/{dataset}"))
             rec = train_and_eval(model, train, evals, recipe, seed, s["trainable"], val=val, checkpoint=store.checkpoint(cell), progress=progress, desc=cell)
             if protocol == "base2new":
@@ -399,6 +441,8 @@ def harmonic_mean(a: float, b: float) -> float:
 
 
 def backbone_id(params: dict, paper: str) -> str:
+    if (backend := _paper_backend(params)) is not None:
+        return backend.backbone_id(params, paper)
     bb = section(params, "backbones")
     name = "vit" if PAPERS[paper] == "vit" else "clip"
     path = Path(bb.get("root", "data/backbones")) / f"tiny_{name}.pt"
@@ -409,7 +453,10 @@ def check_method(params: dict, paper: str, method: str) -> dict:
     """Validate everything a train stage needs, before loading any data or model."""
     s = method_settings(params, paper, method)
     p = section(params, paper)
-    if paper in ("vpt", "vp"):
+    backend = _paper_backend(params)
+    if paper in ("vpt", "vp") and backend is not None:
+        backend.check_method(params, paper, s)
+    elif paper in ("vpt", "vp"):
         from .data.mini import all_tasks
 
         known = all_tasks(section(params, "data").get("sizes"))
@@ -437,6 +484,8 @@ def check_method(params: dict, paper: str, method: str) -> dict:
         seeds = set(s["seeds"]) | {int(x) for x in p.get("fewshot", {}).get("seeds", [])}
         if seeds - split_seeds:
             raise ConfigError(f"rpo needs seeds {sorted(seeds - split_seeds)} that splits.seeds does not make; add them to splits.seeds")
+        if backend is not None:
+            backend.check_method(params, paper, s)
     return s
 
 
@@ -452,13 +501,10 @@ def run_method(params: dict, paper: str, method: str, progress: bool = True, run
         backbone = load_vit(params)
         cells = _run_supervised(params, s, backbone, s["tasks"], {}, progress, store)
     elif paper == "vp":
-        backbone = load_clip(params)
-        from .data.mini import VP_SHIFTS
-
-        shifted = {f"vp/{n}": f"vp/{n}-{style}" for n, style in VP_SHIFTS.items()}
-        cells = _run_supervised(params, s, backbone, s["tasks"], shifted, progress, store)
+        backbone = load_clip(params, "vp")
+        cells = _run_supervised(params, s, backbone, s["tasks"], vp_shifted_tests(params), progress, store)
     else:
-        backbone = load_clip(params)
+        backbone = load_clip(params, "rpo")
         cells = _run_rpo(params, s, backbone, progress, store)
     return {
         "paper": paper,

@@ -145,6 +145,8 @@ class _Batches:
     """Yields (x, y) batches from an in-memory tensor split or a DataLoader, reproducibly per epoch."""
 
     def __init__(self, data, batch_size: int, shuffle: bool, num_workers: int = 0):
+        # an on-disk dataset may say how many decoding processes it wants (paper profile: data.workers)
+        num_workers = num_workers or int(getattr(data, "num_workers", 0) or 0)
         self.batch_size, self.shuffle, self.num_workers = batch_size, shuffle, num_workers
         self.data = data
         self.tensors = data.tensors() if callable(getattr(data, "tensors", None)) else None
@@ -226,7 +228,9 @@ def fit(
     model.to(device)
     use_amp = recipe.amp and device.type == "cuda"
 
-    cache = recipe.augment == "none" and hasattr(model, "encode_frozen")
+    # frozen features are computed once only when every epoch would see the same images: no batch
+    # augmentation here and none in the dataset's own transform (paper profile: random crops)
+    cache = recipe.augment == "none" and hasattr(model, "encode_frozen") and not getattr(train_data, "augmented", False)
     data = encode_split(model, train_data, device=device) if cache else train_data
     forward = model.forward_head if cache else model
     batches = _Batches(data, recipe.batch_size, shuffle=True, num_workers=recipe.num_workers)
