@@ -388,3 +388,24 @@ def test_paper_dvc_yaml_mirrors_the_mini_pipeline_inside_profiles_paper():
                 outs.append(next(iter(o)) if isinstance(o, dict) else o)
     assert outs and all(not o.startswith("..") and not o.startswith("/") and o.split("/")[0] in ("data", "reports") for o in outs)
     assert "data/fewshot" in outs and "reports/index.md" in outs  # profiles/paper/...: nothing of the mini outputs
+
+
+def test_launcher_fills_the_cell_store_in_parallel_jobs_that_the_stages_then_reuse(prepared, weights, tmp_path, capsys):
+    from visprompt import launch
+
+    params = train_params(prepared, weights, tmp_path / "runs")
+    params["vpt"]["methods"] = {"linear": params["vpt"]["methods"]["linear"]}
+    params["vp"]["methods"] = {"zeroshot": params["vp"]["methods"]["zeroshot"]}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    jobs = launch.plan(params, ("vpt", "vp"))
+    assert [(j["paper"], j["method"], j["task"]) for j in jobs] == [("vpt", "linear", "fgvc/cub"), ("vpt", "linear", "vtab/dtd"), ("vp", "zeroshot", "vp/dtd")]
+    assert launch.launch(str(path), ["cpu-a", "cpu-b"], ("vpt", "vp"), poll_s=0.2) == 0  # no such CUDA devices: the jobs run on CPU
+    out = capsys.readouterr().out
+    assert "3 jobs on 2 GPU(s)" in out and out.count("done: ") == 3
+    cells = sorted(p.name for p in (tmp_path / "runs").rglob("*.json"))
+    assert len(cells) == 2 * (2 + 1) + 1  # per VPT task: 2 selection cells + 1 seed; VP: 1 seed
+    t = time.perf_counter()  # the train stages then replay every cell from the store
+    for paper_name, method in (("vpt", "linear"), ("vp", "zeroshot")):
+        experiments.run_method(params, paper_name, method, progress=False)
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*.json")) == cells and time.perf_counter() - t < 15

@@ -32,7 +32,7 @@ SUITE_PAPER = {"vtab": "vpt", "fgvc": "vpt", "vp": "vp", "coop": "rpo"}  # which
 PAPER_ARCHS = {"vpt": (ck.VIT_IN21K,), "vp": ("ViT-B-32", "ViT-B-16"), "rpo": ("ViT-B-16",)}
 DEFAULT_TEMPLATE = "a photo of a {}."  # CoOp's template for datasets without their own [rpo.md]
 VP_TEMPLATE = "This is a photo of a {}"  # the official visual prompting template [vp.md]
-DATA_STAGE = "run the paper data stage first: `make paper`, or `cd profiles/paper && dvc repro data`"
+DATA_STAGE = "run the paper data stage first: `cd profiles/paper && dvc repro data` (or `make paper` for the whole pipeline)"
 
 # Transform rules (params ``transforms.<suite>.{train,test}``). Sizes scale with the backbone's input
 # size S: at S = 224, "resize_*" resize to 256 first, as VPT's FGVC recipe does.
