@@ -25,8 +25,11 @@ repro: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The paper profile (GPU + internet). GPUS=0,1,2,3 first spreads the training over those GPUs
+# (python -m visprompt.launch fills the cell store), then dvc repro records every stage from it.
+GPUS ?=
 paper: setup
-	cd profiles/paper && HF_HUB_OFFLINE=0 dvc repro
+	cd profiles/paper && HF_HUB_OFFLINE=0 dvc repro $(if $(GPUS),splits && HF_HUB_OFFLINE=0 python -m visprompt.launch --gpus $(GPUS) && HF_HUB_OFFLINE=0 dvc repro,)
 
 clean-venv:
 	rm -rf $(VENV)
