@@ -409,3 +409,29 @@ def test_launcher_fills_the_cell_store_in_parallel_jobs_that_the_stages_then_reu
     for paper_name, method in (("vpt", "linear"), ("vp", "zeroshot")):
         experiments.run_method(params, paper_name, method, progress=False)
     assert sorted(p.name for p in (tmp_path / "runs").rglob("*.json")) == cells and time.perf_counter() - t < 15
+
+
+def test_reports_and_index_of_the_paper_profile_tag_measured_numbers_real(prepared, weights, tmp_path, monkeypatch):
+    from visprompt import report
+    from visprompt.index import write_index
+    from visprompt.reports.vpt import task_groups
+    from visprompt.utils import write_json
+
+    assert task_groups({}, ["vtab/eurosat", "vtab/dmlab", "vtab/dtd", "fgvc/cub"]) == \
+        {"vtab/eurosat": "specialized", "vtab/dmlab": "structured", "vtab/dtd": "natural", "fgvc/cub": "fgvc"}
+    params = train_params(prepared, weights, tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)  # the stages run in profiles/paper: reports/ is relative
+    for paper_name, method in (("vpt", "linear"), ("vp", "zeroshot"), ("rpo", "zeroshot")):
+        params[paper_name]["methods"] = {method: params[paper_name]["methods"][method]}
+        write_json(f"reports/metrics/{paper_name}/{method}.json", experiments.run_method(params, paper_name, method, progress=False))
+    vpt = report.vpt_report(params, "reports/vpt/report")
+    assert "Natural (real, measured)" in vpt["table1"].columns and "FGVC (published)" in vpt["table1"].columns
+    assert "VPT-deep vs Full: not measured (run missing)" in vpt["claims_text"] and "mini" not in vpt["claims_text"].lower()
+    vp = report.vp_report(params, "reports/vp/report")
+    assert "TP (real)" in vp["main"].columns and list(vp["main"]["analogue of (paper dataset)"])[0] == "dtd"
+    rpo = report.rpo_report(params, "reports/rpo/report")
+    assert "HM (real)" in rpo["base2new"].columns and "imagenet_a (target, real)" in rpo["dg"].columns
+    assert "(published)" in " ".join(rpo["base2new"].columns) and "mini" not in " ".join(rpo["base2new"].columns)
+    write_index(params)
+    index = Path("reports/index.md").read_text()
+    assert "Profile: **paper**" in index and "real datasets" in index and "Mini backbones" not in index

@@ -49,11 +49,14 @@ def _fmt_s(s: float) -> str:
 
 def build_index_markdown(params: dict, root: Path = REPORTS) -> str:
     env = environment_info()
+    paper = params.get("profile", "mini") == "paper"
+    where = ("on the real datasets with the papers' checkpoints (ViT-B/16 ImageNet-21k, CLIP ViT-B/32 and ViT-B/16), columns "
+             "tagged *real*; the deviations from the official code are listed in docs/paper_profile.md,") if paper else \
+        "in the mini world (procedurally rendered images, backbones pretrained by the pipeline itself)"
     lines = [
         "# visprompt — results of the last `dvc repro`",
         "",
-        f"Profile: **{params.get('profile', 'mini')}**. Every number on these pages was measured by this pipeline in the "
-        "mini world (procedurally rendered images, backbones pretrained by the pipeline itself) unless it is labelled "
+        f"Profile: **{params.get('profile', 'mini')}**. Every number on these pages was measured by this pipeline {where} unless it is labelled "
         "*published*; published numbers come from `src/visprompt/published/` with their source and a confirmed/unconfirmed flag.",
         "",
         "## Reports",
@@ -72,7 +75,8 @@ def build_index_markdown(params: dict, root: Path = REPORTS) -> str:
         if runs:
             lines.append("  - training notebooks: " + ", ".join(f"[{r.stem}]({r.relative_to(root).as_posix()})" for r in runs))
     vit, clip = _read(root / "metrics" / "backbone_vit.json"), _read(root / "metrics" / "backbone_clip.json")
-    lines += ["", "## Mini backbones (are they useful?)", ""]
+    if vit or clip:  # the mini profile's own pretrained backbones (the paper profile loads released weights)
+        lines += ["", "## Mini backbones (are they useful?)", ""]
     if vit:
         lines.append(f"- tiny ViT: upstream val top-1 {vit.get('upstream_val_top1')}%; linear probe on frozen features, "
                      f"lowest ratio to chance over VTAB-/FGVC-mini tasks: {vit.get('min_ratio_to_chance')}× "

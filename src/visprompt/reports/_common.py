@@ -61,6 +61,32 @@ def main_run(params: dict, paper: str, method: str, metrics: dict | None = None)
     return None
 
 
+# --- which world the measured numbers come from -----------------------------------------------
+
+
+def measured_label(params: dict) -> str:
+    """Tag of measured columns and claims: ``mini`` (the procedural world, tiny backbones) or
+    ``real`` (the paper profile: real datasets, the papers' checkpoints)."""
+    return "real" if (params or {}).get("profile") == "paper" else "mini"
+
+
+WORLD = {"mini": "Mini world", "real": "Measured (real data)"}  # how a claim about measured numbers starts
+NOT_MEASURED = {"mini": "not measured in the mini world", "real": "not measured"}
+
+# paper-profile task names whose published dataset name differs from the task's own name
+PUBLISHED_NAMES = {"vp/pets": "OxfordPets", "vp/clevr_count": "CLEVR", "oxford_flowers": "Flowers102", "coop/oxford_flowers": "Flowers102"}
+
+
+def real_dataset_name(task: str) -> str | None:
+    """The published name behind a paper-profile task (``vp/cifar100`` -> ``cifar100``), None for others."""
+    from ..data import real
+
+    key = task if "/" in str(task) else f"coop/{task}"
+    if key not in real.REAL_DATASETS:
+        return None
+    return PUBLISHED_NAMES.get(task) or PUBLISHED_NAMES.get(key) or key.split("/", 1)[1]
+
+
 # --- numbers ----------------------------------------------------------------------------------
 
 

@@ -170,7 +170,7 @@ def _analogs(params: dict, names) -> dict:
         known = all_tasks((params.get("data") or {}).get("sizes"))
     except Exception:  # noqa: BLE001
         known = all_tasks()
-    return {d: (known[f"coop/{d}"].analog if f"coop/{d}" in known else d) for d in names}
+    return {d: (known[f"coop/{d}"].analog if f"coop/{d}" in known else (C.real_dataset_name(d) or d)) for d in names}
 
 
 def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
@@ -195,7 +195,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     shots_figure = _shots_figure(plt, fs_data, out_dir, files)
     params_df = _params_table(params, metrics, runs, pub_rows, out_dir)
     claims = compute_claims(params, runs, b2n_stats, dg_stats, var_stats, pub_rows)
-    text = claims_text(claims)
+    text = claims_text(claims, C.measured_label(params))
     if pub_note:
         text += f"\nNote: {pub_note}."
     files.update({k: f"{out_dir}/{k}.md" for k in ("base2new", "dg", "params")})
@@ -205,6 +205,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
 
 def _base2new(params, metrics, runs, datasets, analogs, pub_rows, out_dir):
     rows, all_stats = [], {}
+    L = C.measured_label(params)
     runs = [r for r in runs if "base2new" in _protocols(params, r)]
     for run in runs:
         st = base2new_stats(cells_of(metrics.get(run), "base2new"), datasets)
@@ -217,23 +218,24 @@ def _base2new(params, metrics, runs, datasets, analogs, pub_rows, out_dir):
             cand = C.analog_names(analogs.get(d))
             row = {"dataset": d, "method": _label(params, run)}
             row["analogue of (paper dataset)"] = "–" if avg else analogs.get(d, "–")
-            row["base (mini)"] = C.fmt_ms(*st["base"])
-            row["new (mini)"] = C.fmt_ms(*st["new"])
-            row["HM (mini)"] = C.fmt_ms(*st["hm"])
+            row[f"base ({L})"] = C.fmt_ms(*st["base"])
+            row[f"new ({L})"] = C.fmt_ms(*st["new"])
+            row[f"HM ({L})"] = C.fmt_ms(*st["hm"])
             if avg and st["n"] and st["n"] < st["of"]:
-                row["HM (mini)"] += f" ({st['n']}/{st['of']} datasets)"
-            row["mean of per-dataset HM (mini)"] = (C.fmt_ms(st["mean_hm"]) if avg else "")
+                row[f"HM ({L})"] += f" ({st['n']}/{st['of']} datasets)"
+            row[f"mean of per-dataset HM ({L})"] = (C.fmt_ms(st["mean_hm"]) if avg else "")
             for metric, name in (("base", "base"), ("new", "new"), ("hm", "HM")):
                 row[f"{name} (published)"] = pub_cell(pubs, metric, cand, average=avg)
             rows.append(row)
-    df = pd.DataFrame(rows, columns=["dataset", "method", "analogue of (paper dataset)", "base (mini)", "new (mini)", "HM (mini)",
-                                     "mean of per-dataset HM (mini)", "base (published)", "new (published)", "HM (published)"])
+    df = pd.DataFrame(rows, columns=["dataset", "method", "analogue of (paper dataset)", f"base ({L})", f"new ({L})", f"HM ({L})",
+                                     f"mean of per-dataset HM ({L})", "base (published)", "new (published)", "HM (published)"])
     return C.save_table(df, out_dir, "base2new"), all_stats
 
 
 def _dg(params, metrics, runs, dg, analogs, pub_rows, out_dir):
     source, targets = dg.get("source"), list(dg.get("targets") or [])
     rows, stats = [], {}
+    L = C.measured_label(params)
     for run in [r for r in runs if "dg" in _protocols(params, r)]:
         cells = cells_of(metrics.get(run), "dg")
         pubs = published_for(pub_rows, C.registered(params, "rpo", run), "dg")
@@ -245,11 +247,11 @@ def _dg(params, metrics, runs, dg, analogs, pub_rows, out_dir):
             m, s, _ = C.stats(vals.values())
             st[name] = {"mean": m, "std": s, "seeds": vals}
             role = "source" if name == source else "target"
-            row[f"{name} ({role}, mini)"] = C.fmt_ms(m, s)
+            row[f"{name} ({role}, {L})"] = C.fmt_ms(m, s)
             row[f"{name} (published)"] = pub_cell(pubs_top1, "top1", C.analog_names(analogs.get(name)))
         tmeans = [st[t]["mean"] for t in targets if not math.isnan(st[t]["mean"])]
         st["target_avg"] = float(np.mean(tmeans)) if tmeans and len(tmeans) == len(targets) else math.nan
-        row["target average (mini)"] = C.fmt_ms(st["target_avg"])
+        row[f"target average ({L})"] = C.fmt_ms(st["target_avg"])
         stats[run] = st
         rows.append(row)
     return C.save_table(pd.DataFrame(rows), out_dir, "dg"), stats
@@ -331,14 +333,15 @@ def _shots_figure(plt, df, out_dir, files):
 
 def _params_table(params, metrics, runs, pub_rows, out_dir):
     rows = []
+    L = C.measured_label(params)
     for run in runs:
         res = metrics.get(run)
         row = {"method": _label(params, run), "cfg": ", ".join(f"{k}={v}" for k, v in C.run_cfg(params, "rpo", run, metrics).items()) or "–"}
         for proto in PROTOCOLS:
             vals = sorted({c["params"]["trainable"] for c in cells_of(res, proto) if "params" in c})
-            row[f"trainable, {proto} (mini)"] = ", ".join(f"{v:,}" for v in vals) if vals else C.DASH
+            row[f"trainable, {proto} ({L})"] = ", ".join(f"{v:,}" for v in vals) if vals else C.DASH
         totals = sorted({c["params"]["total"] for c in (res or {}).get("cells", []) if "params" in c})
-        row["total (mini)"] = ", ".join(f"{v:,}" for v in totals) if totals else C.DASH
+        row[f"total ({L})"] = ", ".join(f"{v:,}" for v in totals) if totals else C.DASH
         pubs = [r for r in published_for(pub_rows, C.registered(params, "rpo", run)) if _metric_is(r, "params")]
         row["trainable (published)"] = "; ".join(C.fmt_published(r["value"], r, where=r.get("dataset") or r.get("metric")) for r in pubs) or C.DASH
         rows.append(row)
@@ -395,7 +398,7 @@ def compute_claims(params, runs, b2n_stats, dg_stats, var, pub_rows) -> dict:
         from ..data.mini import all_tasks
 
         known = all_tasks()
-        cands = [C.analog_names(known[f"coop/{t}"].analog if f"coop/{t}" in known else t) for t in dg_targets]
+        cands = [C.analog_names(known[f"coop/{t}"].analog if f"coop/{t}" in known else (C.real_dataset_name(t) or t)) for t in dg_targets]
         paper_dg = {}
         for m in LABELS:
             rows = [r for r in published_for(pub_rows, m, "dg") if _metric_is(r, "top1")]
@@ -409,13 +412,13 @@ def compute_claims(params, runs, b2n_stats, dg_stats, var, pub_rows) -> dict:
     return claims
 
 
-def claims_text(claims: dict) -> str:
+def claims_text(claims: dict, label: str = "mini") -> str:
     lines = []
     v = claims["variance"]
     for other in ("coop", "cocoop", "clip_linear_probe"):
         if other in v and v[other]["of"]:
             c = v[other]
-            lines.append(f"Seed variance (few-shot, mini): RPO has a lower std across seeds than {LABELS[other]} in {len(c['lower'])} of {len(c['of'])} (dataset, shots) cells"
+            lines.append(f"Seed variance (few-shot, {label}): RPO has a lower std across seeds than {LABELS[other]} in {len(c['lower'])} of {len(c['of'])} (dataset, shots) cells"
                          f" (mean std {c['rpo_mean_std']:.2f} vs {c['other_mean_std']:.2f} points).")
     if v.get("constant"):
         lines.append("Caution: identical accuracy on every seed (std 0) in " + ", ".join(f"{LABELS.get(m, m)} {d}/{k}-shot" for m, d, k in v["constant"])
@@ -427,7 +430,7 @@ def claims_text(claims: dict) -> str:
     hm = claims["hm"]
     if hm:
         ranked = sorted(hm.items(), key=lambda kv: -kv[1]["hm"])
-        lines.append("Base-to-new average (mini; HM of the average base and new): " + ", ".join(
+        lines.append(f"Base-to-new average ({label}; HM of the average base and new): " + ", ".join(
             f"{LABELS.get(m, m)} B {s['base']:.1f} / N {s['new']:.1f} / HM {s['hm']:.1f}" for m, s in ranked) + ".")
         if "rpo" in hm and len(hm) > 1:
             r = hm["rpo"]["hm"]
@@ -450,10 +453,11 @@ def claims_text(claims: dict) -> str:
                      + " points; the published table has no CoOp/CoCoOp std to compare with.")
     if claims["dg"]:
         d = claims["dg"]
-        lines.append("Domain generalisation, average over target copies (mini): " + ", ".join(f"{LABELS.get(m, m)} {val:.1f}" for m, val in sorted(d.items(), key=lambda kv: -kv[1])) + ".")
+        lines.append(f"Domain generalisation, average over target {'copies' if label == 'mini' else 'datasets'} ({label}): " + ", ".join(f"{LABELS.get(m, m)} {val:.1f}" for m, val in sorted(d.items(), key=lambda kv: -kv[1])) + ".")
     if claims.get("dg_paper"):
         d = claims["dg_paper"]
         lines.append("Paper (published" + ("" if all(c for _, c in d.values()) else ", unconfirmed") + "), average over the matching target datasets: "
                      + ", ".join(f"{LABELS.get(m, m)} {val:.2f}" for m, (val, _) in sorted(d.items(), key=lambda kv: -kv[1][0])) + ".")
-    lines.append("Mini-world numbers are measurements with a tiny CLIP on procedural datasets; they are not the paper's numbers.")
+    lines.append("Mini-world numbers are measurements with a tiny CLIP on procedural datasets; they are not the paper's numbers." if label == "mini" else
+                 "Measured numbers come from this pipeline on the real datasets with CLIP ViT-B/16 and CoOp's split files; published numbers are the paper's.")
     return "\n".join(lines)

@@ -52,7 +52,7 @@ def _analogs(params: dict, tasks) -> dict:
         known = all_tasks((params.get("data") or {}).get("sizes"))
     except Exception:  # noqa: BLE001
         known = all_tasks()
-    return {t: (known[t].analog if t in known else None) for t in tasks}
+    return {t: (known[t].analog if t in known else C.real_dataset_name(t)) for t in tasks}
 
 
 def seed_values(result: dict | None, key: str = "test_top1") -> dict:
@@ -129,6 +129,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     mains = [(m, r) for m, r in mains if r is not None]  # methods in params (or measured)
     measured = {m: seed_values(metrics.get(r)) for m, r in mains}
     shifted = {m: seed_values(metrics.get(r), "shifted_test_top1") for m, r in mains}
+    L = C.measured_label(params)
 
     # main table: datasets x methods, measured beside published
     rows = []
@@ -137,14 +138,14 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
         row = {"dataset": t, "analogue of (paper dataset)": "–" if avg else (analogs.get(t) or "–")}
         for m, _ in mains:
             lab = MAIN[m][0]
-            row[f"{lab} (mini)"] = _fmt_avg(average_stats(measured[m], tasks)) if avg else C.fmt_values(list(measured[m].get(t, {}).values()))
+            row[f"{lab} ({L})"] = _fmt_avg(average_stats(measured[m], tasks)) if avg else C.fmt_values(list(measured[m].get(t, {}).values()))
             if m in PAPER_METHODS or published_for(pub_rows, m):
                 row[f"{lab} (published)"] = published_cell(published_for(pub_rows, m), analogs.get(t), average=avg)
         rows.append(row)
     main = C.save_table(pd.DataFrame(rows), out_dir, "main")
 
     ablation, abl_info = _ablation(params, metrics, tasks, out_dir, files, plt)
-    robustness = _robustness(mains, measured, shifted, tasks, out_dir)
+    robustness = _robustness(mains, measured, shifted, tasks, out_dir, L)
     prompt_figure = _prompt_figure(params, metrics, mains, tasks, metrics_root, out_dir, files, plt)
     claims = compute_claims(measured, shifted, tasks, pub_rows, analogs, abl_info)
     try:
@@ -153,7 +154,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
         claims["paper_qualitative"] = [str(q) for q in getattr(published, "QUALITATIVE", [])]
     except ImportError:
         claims["paper_qualitative"] = []
-    text = claims_text(claims)
+    text = claims_text(claims, L)
     if pub_note:
         text += f"\nNote: {pub_note}."
     files.update({k: f"{out_dir}/{k}.md" for k in ("main", "ablation", "robustness")})
@@ -199,7 +200,8 @@ def _ablation(params, metrics, tasks, out_dir, files, plt):
     df = pd.DataFrame(rows, columns=["design", "prompt size", "run", "trainable params", *tasks, "average"])
     if len(df):
         df = df.assign(_d=df["design"].map(order.index), _s=pd.to_numeric(df["prompt size"], errors="coerce")).sort_values(["_d", "_s"]).drop(columns=["_d", "_s"]).reset_index(drop=True)
-    df.columns = [c if c in ("design", "prompt size", "run", "trainable params") else f"{c} (mini, seed {seed})" for c in df.columns]
+    L = C.measured_label(params)
+    df.columns = [c if c in ("design", "prompt size", "run", "trainable params") else f"{c} ({L}, seed {seed})" for c in df.columns]
     C.save_table(df, out_dir, "ablation")
     g = pd.DataFrame(grid)
     info = {"seed": seed, "grid": g}
@@ -210,7 +212,7 @@ def _ablation(params, metrics, tasks, out_dir, files, plt):
         piv = piv.reindex([d for d in order if d in piv.index])
         fig, ax = plt.subplots(figsize=(1.2 + 0.7 * piv.shape[1], 0.8 + 0.5 * piv.shape[0]))
         sns.heatmap(piv, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 8})
-        ax.set_title(f"VP mini: average test top-1, seed {seed}", fontsize=9)
+        ax.set_title(f"VP {L}: average test top-1, seed {seed}", fontsize=9)
         ax.set_ylabel("")
         fig.tight_layout()
         info["figure"] = C.finish_figure(fig, out_dir, "ablation", files)
@@ -219,13 +221,13 @@ def _ablation(params, metrics, tasks, out_dir, files, plt):
     return df, info
 
 
-def _robustness(mains, measured, shifted, tasks, out_dir):
+def _robustness(mains, measured, shifted, tasks, out_dir, L: str = "mini"):
     rows = []
     for m, _ in mains:
         st, ss = average_stats(measured[m], tasks), average_stats(shifted[m], tasks)
         drops = {t: {s: measured[m][t][s] - shifted[m][t][s] for s in measured[m].get(t, {}) if s in shifted[m].get(t, {})} for t in tasks}
         sd = average_stats(drops, tasks)
-        row = {"method": MAIN[m][0], "test (mini)": _fmt_avg(st), "shifted test (mini)": _fmt_avg(ss), "drop, points (mini)": _fmt_avg(sd)}
+        row = {"method": MAIN[m][0], f"test ({L})": _fmt_avg(st), f"shifted test ({L})": _fmt_avg(ss), f"drop, points ({L})": _fmt_avg(sd)}
         for t in tasks:
             row[f"drop {t}"] = C.fmt_values(list(drops[t].values()))
         rows.append(row)
@@ -316,12 +318,12 @@ def compute_claims(measured, shifted, tasks, pub_rows, analogs, abl_info) -> dic
     return claims
 
 
-def _sentence(name, other, c) -> str:
+def _sentence(name, other, c, label: str = "mini") -> str:
     mini, paper = c["mini"], c["paper"]
     if mini is None:
-        s = f"VP (pad) vs {other}: not measured in the mini world (run missing)."
+        s = f"VP (pad) vs {other}: {C.NOT_MEASURED[label]} (run missing)."
     else:
-        s = (f"Mini world: VP (pad) beats {other} on {len(mini['wins'])} of {len(mini['of'])} datasets"
+        s = (f"{C.WORLD[label]}: VP (pad) beats {other} on {len(mini['wins'])} of {len(mini['of'])} datasets"
              + (f" ({', '.join(t.split('/')[-1] for t in mini['wins'])})" if mini["wins"] else "")
              + f"; mean difference {mini['avg_diff']:+.1f} points.")
     if paper:
@@ -332,18 +334,19 @@ def _sentence(name, other, c) -> str:
     return s
 
 
-def claims_text(claims: dict) -> str:
-    lines = [_sentence("VP", "TP (zero-shot text prompt)", claims["vp_vs_zeroshot"]),
-             _sentence("VP", "LP (linear probe)", claims["vp_vs_logistic_probe"]),
-             _sentence("VP", "FT (full fine-tuning)", claims["vp_vs_clip_finetune"])]
+def claims_text(claims: dict, label: str = "mini") -> str:
+    lines = [_sentence("VP", "TP (zero-shot text prompt)", claims["vp_vs_zeroshot"], label),
+             _sentence("VP", "LP (linear probe)", claims["vp_vs_logistic_probe"], label),
+             _sentence("VP", "FT (full fine-tuning)", claims["vp_vs_clip_finetune"], label)]
     if claims["robustness_drop"]:
         d = claims["robustness_drop"]
-        lines.append("Average drop from test to style-shifted test (points, mini): " + ", ".join(f"{k} {v:+.1f}" for k, v in d.items())
+        lines.append(f"Average drop from test to style-shifted test (points, {label}): " + ", ".join(f"{k} {v:+.1f}" for k, v in d.items())
                      + (("; VP (pad) drops less than LP." if d["VP (pad)"] < d["LP"] else "; VP (pad) drops at least as much as LP.") if "VP (pad)" in d and "LP" in d else "."))
     if "ablation_best" in claims:
         b = claims["ablation_best"]
         lines.append(f"Prompt-design ablation (seed {b['seed']}): best average {b['average']:.1f} with {b['design']}, prompt size {b['prompt_size']}.")
     for q in claims.get("paper_qualitative", []):
         lines.append(f"Paper (qualitative, as the reference states it): {q}")
-    lines.append("Mini-world numbers are measurements with a tiny CLIP on procedural datasets; they are not the paper's numbers.")
+    lines.append("Mini-world numbers are measurements with a tiny CLIP on procedural datasets; they are not the paper's numbers." if label == "mini" else
+                 "Measured numbers come from this pipeline on the real datasets with CLIP ViT-B/32; the last epoch is reported (the official code picks the best test epoch).")
     return "\n".join(lines)

@@ -48,7 +48,9 @@ def method_label(params: dict, run: str, metrics: dict | None = None) -> str:
 
 
 def task_groups(params: dict, tasks) -> dict:
-    """task key -> group, from the mini dataset manifest (falls back to the suite name)."""
+    """task key -> group: the mini dataset manifest's, or the paper registry's (VTAB-1k group or
+    fgvc) for real tasks; else from the suite name."""
+    from ..data import real
     from ..data.mini import all_tasks
 
     try:
@@ -59,6 +61,8 @@ def task_groups(params: dict, tasks) -> dict:
     for t in tasks:
         if t in known:
             out[t] = known[t].group
+        elif t in real.REAL_DATASETS and real.REAL_DATASETS[t].group in GROUPS:
+            out[t] = real.REAL_DATASETS[t].group
         else:
             out[t] = "fgvc" if str(t).startswith("fgvc/") else "natural"
     return out
@@ -203,6 +207,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     pub_rows, pub_note = load_published()
     backbone = backbone_parameters(params, metrics)
     n_tasks = len(tasks)
+    L = C.measured_label(params)
 
     table, per_task_rows, fig_rows, numeric = [], [], [], {}
     for run in runs:
@@ -218,18 +223,18 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
             cell = C.fmt_ms(st["mean"], st["std"])
             if st["n_tasks"] and st["n_tasks"] < st["of"]:
                 cell += f" ({st['n_tasks']}/{st['of']} tasks)"
-            row[f"{GROUP_LABEL[g]} (mini, measured)"] = cell
+            row[f"{GROUP_LABEL[g]} ({L}, measured)"] = cell
             pr = pub["groups"].get(g)
             row[f"{GROUP_LABEL[g]} (published)"] = C.fmt_published(_value(pr), pr) if pr else C.DASH
             for s, v in st["per_seed"].items():
                 fig_rows.append({"method": label, "group": GROUP_LABEL[g], "seed": s, "top1": v})
         mult = storage_multiplier(res, backbone)
         numeric[run]["multiplier"] = mult
-        row[f"total params (mini, {n_tasks} tasks)"] = C.DASH if math.isnan(mult) else f"{mult:.3f}×" + (f" ({len(by_task)}/{n_tasks} tasks)" if len(by_task) < n_tasks else "")
+        row[f"total params ({L}, {n_tasks} tasks)"] = C.DASH if math.isnan(mult) else f"{mult:.3f}×" + (f" ({len(by_task)}/{n_tasks} tasks)" if len(by_task) < n_tasks else "")
         pp = pub["params"]
         row["total params (published, 24 tasks)"] = C.fmt_published(_value(pp), pp, unit="×") if pp else C.DASH
         trainable = sorted({c["params"]["trainable"] for c in (res or {}).get("cells", []) if "params" in c})
-        row["trainable params / task (mini)"] = (f"{trainable[0]:,}" if len(trainable) == 1 else f"{trainable[0]:,}–{trainable[-1]:,}") if trainable else C.DASH
+        row[f"trainable params / task ({L})"] = (f"{trainable[0]:,}" if len(trainable) == 1 else f"{trainable[0]:,}–{trainable[-1]:,}") if trainable else C.DASH
         table.append(row)
         pt = {"method": label}
         for t in tasks:
@@ -241,10 +246,10 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     per_task = C.save_table(pd.DataFrame(per_task_rows), out_dir, "per_task")
     files.update({"table1": f"{out_dir}/table1.md", "per_task": f"{out_dir}/per_task.md"})
     claims = compute_claims(params, metrics, numeric, pub_rows, tasks)
-    text = claims_text(claims, n_tasks, backbone)
+    text = claims_text(claims, n_tasks, backbone, L)
     if pub_note:
         text += f"\nNote: {pub_note}."
-    figure = _figure(plt, fig_rows, out_dir, files)
+    figure = _figure(plt, fig_rows, out_dir, files, L)
     return {"table1": table1, "per_task": per_task, "claims": claims, "claims_text": text, "figure": figure,
             "files": files, "published_note": pub_note, "backbone_params": backbone, "group_of_task": groups}
 
@@ -318,14 +323,14 @@ def compute_claims(params: dict, metrics: dict, numeric: dict, pub_rows: list, t
     return claims
 
 
-def _count_sentence(name: str, other: str, c: dict) -> str:
+def _count_sentence(name: str, other: str, c: dict, label: str = "mini") -> str:
     mini, paper = c["mini"], c["paper"]
     if mini is None:
-        s = f"{name} vs {other}: not measured in the mini world (run missing)."
+        s = f"{name} vs {other}: {C.NOT_MEASURED[label]} (run missing)."
     elif mini["of"] == 0:
         s = f"{name} vs {other}: no task measured by both runs."
     else:
-        s = f"Mini world: {name} ≥ {other} on {mini['ge']} of {mini['of']} tasks (strictly better on {mini['gt']})"
+        s = f"{C.WORLD[label]}: {name} ≥ {other} on {mini['ge']} of {mini['of']} tasks (strictly better on {mini['gt']})"
         s += f"; not on {', '.join(mini['not_ge'])}." if mini["not_ge"] else "."
     if paper:
         s += f" Paper (published per-task numbers): {name} ≥ {other} on {paper['ge']} of {paper['of']} tasks (strictly better on {paper['gt']})."
@@ -334,31 +339,31 @@ def _count_sentence(name: str, other: str, c: dict) -> str:
     return s
 
 
-def _group_sentence(name: str, other: str, c: dict) -> str | None:
+def _group_sentence(name: str, other: str, c: dict, label: str = "mini") -> str | None:
     parts = []
     if c["mini"]:
         wins = [GROUP_LABEL[g] for g, (a, b) in c["mini"].items() if a >= b]
-        parts.append(f"mini: {name} ≥ {other} in {len(wins)} of {len(c['mini'])} groups" + (f" ({', '.join(wins)})" if wins else ""))
+        parts.append(f"{label}: {name} ≥ {other} in {len(wins)} of {len(c['mini'])} groups" + (f" ({', '.join(wins)})" if wins else ""))
     if c["paper"]:
         wins = [GROUP_LABEL[g] for g, (a, b) in c["paper"].items() if a >= b]
         parts.append(f"paper: {name} ≥ {other} in {len(wins)} of {len(c['paper'])} groups" + (f" ({', '.join(wins)})" if wins else ""))
     return ("Group means — " + "; ".join(parts) + ".") if parts else None
 
 
-def claims_text(claims: dict, n_tasks: int, backbone: int | None) -> str:
-    lines = [_count_sentence("VPT-deep", "Full", claims["vpt_deep_vs_full"])]
-    g = _group_sentence("VPT-deep", "Full", claims["groups_vpt_deep_vs_full"])
+def claims_text(claims: dict, n_tasks: int, backbone: int | None, label: str = "mini") -> str:
+    lines = [_count_sentence("VPT-deep", "Full", claims["vpt_deep_vs_full"], label)]
+    g = _group_sentence("VPT-deep", "Full", claims["groups_vpt_deep_vs_full"], label)
     if g:
         lines.append(g)
-    lines.append(_count_sentence("VPT-deep", "Linear", claims["vpt_deep_vs_linear"]))
-    g = _group_sentence("VPT-deep", "Linear", claims["groups_vpt_deep_vs_linear"])
+    lines.append(_count_sentence("VPT-deep", "Linear", claims["vpt_deep_vs_linear"], label))
+    g = _group_sentence("VPT-deep", "Linear", claims["groups_vpt_deep_vs_linear"], label)
     if g:
         lines.append(g)
     m = claims["multiplier"]
     mini = {k: v for k, v in m["mini"].items() if not math.isnan(v)}
     if mini:
         names = {"vpt_deep": "VPT-deep", "full": "Full", "linear": "Linear"}
-        s = f"Storage for all {n_tasks} mini tasks (× the {backbone:,}-parameter backbone): " + ", ".join(f"{names[k]} {v:.3f}×" for k, v in mini.items())
+        s = f"Storage for all {n_tasks} {label} tasks (× the {backbone:,}-parameter backbone): " + ", ".join(f"{names[k]} {v:.3f}×" for k, v in mini.items())
         if "vpt_deep" in mini and "full" in mini and mini["vpt_deep"] > 0:
             s += f" — Full stores {mini['full'] / mini['vpt_deep']:.1f}× what VPT-deep stores"
         s += "."
@@ -369,12 +374,13 @@ def claims_text(claims: dict, n_tasks: int, backbone: int | None) -> str:
         s += " Paper (24 tasks, published" + ("" if all(c for _, c in m["paper"].values()) else ", unconfirmed") + "): " + ", ".join(f"{names[k]} {v:.2f}×" for k, (v, _) in m["paper"].items()) + "."
     lines.append(s)
     if claims["best_per_group_mini"]:
-        lines.append("Best measured method per group (mini): " + ", ".join(f"{GROUP_LABEL[g]}: {lab}" for g, lab in claims["best_per_group_mini"].items()) + ".")
-    lines.append("Mini-world numbers are measurements on the procedural mini tasks with a tiny ViT; they are not the paper's numbers.")
+        lines.append(f"Best measured method per group ({label}): " + ", ".join(f"{GROUP_LABEL[g]}: {lab}" for g, lab in claims["best_per_group_mini"].items()) + ".")
+    lines.append("Mini-world numbers are measurements on the procedural mini tasks with a tiny ViT; they are not the paper's numbers." if label == "mini" else
+                 "Measured numbers come from this pipeline on the real datasets (our VTAB-1k/FGVC split membership, see docs/paper_profile.md); published numbers are the paper's.")
     return "\n".join(lines)
 
 
-def _figure(plt, rows: list, out_dir: str, files: dict):
+def _figure(plt, rows: list, out_dir: str, files: dict, label: str = "mini"):
     import seaborn as sns
 
     if not rows:
@@ -396,6 +402,6 @@ def _figure(plt, rows: list, out_dir: str, files: dict):
         ax.set_xlabel("")
         ax.set_ylabel("test top-1 (%)")
         ax.tick_params(axis="x", rotation=70, labelsize=8)
-    fig.suptitle("VPT mini: group mean per seed (points), mean over seeds (red)", fontsize=10)
+    fig.suptitle(f"VPT {label}: group mean per seed (points), mean over seeds (red)", fontsize=10)
     fig.tight_layout()
     return C.finish_figure(fig, out_dir, "accuracy_by_group", files)
