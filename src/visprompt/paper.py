@@ -287,7 +287,8 @@ def run_splits(params: dict, root=None) -> dict:
     for name in s["datasets"]:
         key = coop_name(name)
         if not manifest_path(data_root, key).is_file():
-            raise ConfigError(f"{key} is not prepared under {data_root} (no {manifest_path(data_root, key)}); run the data stage first: `make paper`, or `{real.RERUN}`")
+            raise ConfigError(f"{key} is not prepared (no {manifest_path(data_root, key).resolve()}); run the data stage first: "
+                              "`cd profiles/paper && dvc repro data` (or `make paper` for the whole pipeline)")
         labels[name] = {split: real.load(key, split, data_root).labels for split in ("train", "val")}
     check_shots({coop_name(n): np.bincount(v["train"]).tolist() for n, v in labels.items()}, shots)
     for name, v in labels.items():  # the val sample takes min(shots, 4) per class
