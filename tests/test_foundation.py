@@ -44,6 +44,20 @@ def test_clip_corpus_has_captions_and_factors():
     assert all(c.endswith(".") for c in out["captions"])
 
 
+def test_captions_name_what_the_zero_shot_probes_ask():
+    """Probe class names ("one object", "striped object") must be phrases the corpus uses."""
+    from visprompt.data.render import Scene, caption
+
+    one = Scene(shape="circle", colour="red", pattern="striped", size="large", count=1, background="plain", style="flat")
+    only_count = {"count": True, "say_one": True, **{f: False for f in ("shape", "colour", "pattern", "size", "background", "style")}}
+    assert caption(one, only_count) == "a photo of one object."
+    assert caption(one, {**only_count, "say_one": False}) == "a photo of an object."
+    only_pattern = {**{f: False for f in only_count}, "pattern": True}
+    assert caption(one, only_pattern) == "a photo of a striped object."
+    out = render_split("upstream/clip", "val", seed=0, sizes={"upstream": {"clip_val_groups": 200}})
+    assert any(" one " in c for c in out["captions"]) and any(c.endswith(" object.") for c in out["captions"])
+
+
 def test_few_shot_balanced_train_only_and_deterministic():
     labels = np.repeat(np.arange(6), 10)
     rng = np.random.default_rng(0)

@@ -247,10 +247,12 @@ def run_backbone_clip(params: dict, progress: bool = True) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
 
-    zs = lambda key, split, classes=None: _zero_shot(model, tokenizer, data_root, key, split, cfg, classes)  # noqa: E731
+    zs = lambda key, split, classes=None, ensemble=False: _zero_shot(model, tokenizer, data_root, key, split, cfg, classes, ensemble)  # noqa: E731
     factors = {}
     for key in _probe_list(data_root, ("probe",)):
-        factors[key.split("probe-")[-1]] = zs(key, "test")
+        # probe images come in every rendering style, so the zero-shot head averages the template
+        # over the corpus' style phrases (CLIP's prompt ensembling); the single template is kept too
+        factors[key.split("probe-")[-1]] = {**zs(key, "test", ensemble=True), "single_template": zs(key, "test")}
     base_new = {}
     for key in _probe_list(data_root, ("coop",)):
         m = load_manifest(data_root, key)
@@ -276,7 +278,16 @@ def run_backbone_clip(params: dict, progress: bool = True) -> dict:
     return metrics
 
 
-def _zero_shot(model, tokenizer, data_root, key, split, cfg, classes=None) -> dict:
+def style_ensemble(template: str) -> list[str]:
+    """``template`` once per rendering style of the mini world ("a photo of" -> "a sketch of", ...)."""
+    from .data.render import STYLE_PREFIX
+
+    if not template.startswith("a photo of"):
+        return [template]
+    return [template.replace("a photo of", prefix, 1) for prefix in STYLE_PREFIX.values()]
+
+
+def _zero_shot(model, tokenizer, data_root, key, split, cfg, classes=None, ensemble: bool = False) -> dict:
     from .backbones.mini import zero_shot_top1
 
     m = load_manifest(data_root, key)
@@ -286,5 +297,6 @@ def _zero_shot(model, tokenizer, data_root, key, split, cfg, classes=None) -> di
         keep = np.isin(labels, classes)
         images, labels = images[keep], np.searchsorted(classes, labels[keep])
         names = [names[c] for c in classes]
-    acc = zero_shot_top1(model, tokenizer, images, labels, names, m["template"], cfg.mean, cfg.std)
-    return {"top1": round(acc, 2), "chance": round(100 / len(names), 2), "ratio_to_chance": round(acc * len(names) / 100, 2), "classes": len(names), "template": m["template"]}
+    templates = style_ensemble(m["template"]) if ensemble else m["template"]
+    acc = zero_shot_top1(model, tokenizer, images, labels, names, templates, cfg.mean, cfg.std)
+    return {"top1": round(acc, 2), "chance": round(100 / len(names), 2), "ratio_to_chance": round(acc * len(names) / 100, 2), "classes": len(names), "template": templates}

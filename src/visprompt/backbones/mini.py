@@ -147,7 +147,7 @@ def image_features(encode, images: np.ndarray, mean, std, batch_size: int = 512)
 
 
 @torch.no_grad()
-def zero_shot_top1(clip, tokenizer, images: np.ndarray, labels: np.ndarray, classnames: list, template: str, mean, std) -> float:
+def zero_shot_top1(clip, tokenizer, images: np.ndarray, labels: np.ndarray, classnames: list, template: str | list, mean, std) -> float:
     text = encode_classnames(clip, tokenizer, classnames, template)
     feats = F.normalize(image_features(clip.encode_image, images, mean, std), dim=-1)
     pred = (feats @ text.t()).argmax(-1).numpy()

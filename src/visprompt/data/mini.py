@@ -351,8 +351,14 @@ def sample_scene(task: MiniTask, label: int, rng: np.random.Generator, image_siz
 
 
 # Caption detail for the CLIP corpus: how often each factor is mentioned.
-MENTION = {"shape": 0.75, "colour": 0.75, "pattern": 0.5, "size": 0.35, "count": 0.7, "background": 0.35, "style": 0.6}
-CONTRAST = {"shape": 0.35, "colour": 0.1, "pattern": 0.2, "count": 0.2, "background": 0.15}
+MENTION = {"shape": 0.75, "colour": 0.75, "pattern": 0.7, "size": 0.35, "count": 0.8, "background": 0.35, "style": 0.6}
+CONTRAST = {"shape": 0.3, "colour": 0.05, "pattern": 0.25, "count": 0.25, "background": 0.15}
+# Share of groups whose captions name only the contrast factor ("a photo of three objects."): terse
+# web captions, which tie each factor word to the image on its own rather than inside a long phrase.
+TERSE = 0.25
+# Groups contrasting a fine factor are drawn where that factor is visible at 32 px: patterns on
+# large glyphs (a sketch has no fill), counts of small or medium glyphs (five large ones overlap).
+GROUP_SPACE = {"pattern": {"size": ("large",), "style": ("flat", "shaded", "sensor", "cartoon")}, "count": {"size": ("small", "medium")}}
 # Factor labels stored beside the CLIP corpus (for the auxiliary heads of its pretraining).
 FACTOR_LABELS = ("shape", "colour", "pattern", "count", "background")
 
@@ -378,8 +384,14 @@ def _clip_group(task: MiniTask, group: int, seed: int, split: str, image_size: i
     factor = list(CONTRAST)[int(rng.choice(len(CONTRAST), p=list(CONTRAST.values())))]
     keep = {f: bool(rng.random() < p) for f, p in MENTION.items()}
     keep[factor] = True
+    if rng.random() < TERSE:
+        keep = {f: f == factor for f in MENTION}
+    keep["say_one"] = factor == "count"
     prefix = "this is " if rng.random() < 0.2 else ""
     base = sample_scene(task, 0, rng, image_size)
+    for f, values in GROUP_SPACE.get(factor, {}).items():
+        if getattr(base, f) not in values:
+            base = _replace(base, f, _choice(rng, values))
     allowed = [v for v in rng.permutation(list(space[factor])).tolist() if not is_held_out(_replace(base, factor, v))]
     scenes = [_replace(base, factor, v) for v in allowed[:group_size]]
     if len(scenes) < group_size:

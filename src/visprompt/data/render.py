@@ -300,7 +300,8 @@ def render(scene: Scene, rng: np.random.Generator, image_size: int = 32) -> np.n
 def caption(scene: Scene, keep: dict | None = None) -> str:
     """An English caption of the scene; ``keep`` selects which factors are mentioned.
 
-    ``keep`` maps factor → bool for: shape, colour, pattern, size, count, background, style.
+    ``keep`` maps factor → bool for: shape, colour, pattern, size, count, background, style;
+    ``say_one`` writes "one circle" instead of "a circle" (captions that count).
     Without a shape the noun is "object(s)". Example:
     "a photo of two small red striped stars on a noisy background."
     """
@@ -317,7 +318,9 @@ def caption(scene: Scene, keep: dict | None = None) -> str:
     if k("pattern"):
         words.append(scene.pattern)
     words.append(noun)
-    if n == 1 or not k("count"):
+    if n == 1 and k("count") and keep.get("say_one", False):
+        head = f"{prefix} one "
+    elif n == 1 or not k("count"):
         art = "an" if words[0][0] in "aeiou" else "a"
         head = f"{prefix} {art} " if n == 1 else f"{prefix} "
     else:
