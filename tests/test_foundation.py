@@ -116,6 +116,7 @@ def _params(tmp_path, **changes):
         ({"data.image_size": 36}, "divisible"),
         ({"splits.datasets": ["objects-sketch"]}, "unknown splits.datasets entry"),
         ({"backbones.vit.depth": 0}, "depth"),
+        ({"backbones.vit.stem": "resnet"}, "unknown backbones.vit.stem 'resnet'"),
     ],
 )
 def test_bad_params_fail_before_any_work(tmp_path, change, match):
@@ -168,3 +169,34 @@ def test_cli_reports_config_errors(tmp_path):
     f.write_text(yaml.safe_dump(p))
     r = subprocess.run([sys.executable, "-m", "visprompt", "data", "--params", str(f)], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "unknown data.suites entry 'bogus'" in r.stderr
+
+
+def test_conv_stem_keeps_the_token_grid_and_the_methods_code_path():
+    """The early-conv stem only replaces the patch projection: same tokens, same VPT/RPO code."""
+    import torch
+
+    from visprompt.backbones.clip import ClipConfig, create_clip
+    from visprompt.backbones.vit import VitConfig, create_vit
+
+    x = torch.randn(2, 3, 32, 32)
+    patch, conv = create_vit(VitConfig(embed_dim=64, depth=2, num_heads=2)), create_vit(VitConfig(embed_dim=64, depth=2, num_heads=2, stem="conv"))
+    assert patch.patch_embed(x).shape == conv.patch_embed(x).shape == (2, 16, 64)
+    assert isinstance(conv.patch_embed.proj, torch.nn.Sequential)
+    clip = create_clip(ClipConfig(vision_width=64, vision_head_width=32, embed_dim=32, text_width=32, text_heads=2, vision_layers=1, text_layers=1, stem="conv"))
+    assert clip.visual.conv1(x).shape == (2, 64, 4, 4)
+    assert clip.encode_image(x).shape == (2, 32)
+    with pytest.raises(ConfigError, match="mini backbones only"):
+        VitConfig(arch="vit_base_patch16_224", stem="conv").validate()
+    with pytest.raises(ConfigError, match="power-of-two"):
+        VitConfig(img_size=36, patch_size=6, stem="conv").validate()
+
+
+def test_changed_world_code_rerenders(tmp_path, monkeypatch):
+    """A dataset rendered by other renderer/task code is stale, not 'up to date'."""
+    from visprompt import pipeline
+
+    p = _params(tmp_path, **{"data.suites": ["probe"]})
+    run_data(p, progress=False)
+    assert run_data(p, progress=False)["datasets"]["probe/probe-shape"] == "up to date"
+    monkeypatch.setattr(pipeline, "_world_code_hash", lambda: "other code")
+    assert run_data(p, progress=False)["datasets"]["probe/probe-shape"] != "up to date"

@@ -55,6 +55,18 @@ def _data_settings(params: dict) -> dict:
     }
 
 
+def _world_code_hash() -> str:
+    """Hash of the renderer and the task definitions: a dataset rendered by other code is stale."""
+    import hashlib
+
+    from .data import mini, render
+
+    h = hashlib.sha256()
+    for module in (render, mini):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _manifest(task, sizes, cfg) -> dict:
     m = {
         "name": task.name,
@@ -115,7 +127,7 @@ def run_data(params: dict, progress: bool = True) -> dict:
     summary = {}
     bar = tqdm(total=total, desc="render mini world", unit="img", disable=not progress, mininterval=2)
     for key, task in tasks.items():
-        fingerprint = {"image_size": cfg["image_size"], "seed": cfg["seed"], "splits": task.splits, "classes": task.classnames}
+        fingerprint = {"image_size": cfg["image_size"], "seed": cfg["seed"], "splits": task.splits, "classes": task.classnames, "code": _world_code_hash()}
         n = sum(task.splits.values())
         if is_complete(cfg["root"], key, fingerprint):
             bar.update(n)
@@ -185,7 +197,10 @@ def run_backbone_vit(params: dict, progress: bool = True) -> dict:
 
     torch.manual_seed(int(pre.get("seed", 0)))
     model = create_vit(cfg)
-    res = pretrain_vit(model, train["images"], train["labels"], n_cls, mean=cfg.mean, std=cfg.std, progress=progress, **pre)
+    from .data.mini import factor_label_sizes
+
+    res = pretrain_vit(model, train["images"], train["labels"], n_cls, mean=cfg.mean, std=cfg.std, progress=progress,
+                       factors=train.get("factors"), factor_sizes=factor_label_sizes(), **pre)
     with torch.no_grad():
         logits = res["head"](image_features(model, val["images"], cfg.mean, cfg.std))
     upstream_val = float((logits.argmax(-1).numpy() == val["labels"]).mean() * 100)

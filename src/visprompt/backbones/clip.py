@@ -17,6 +17,7 @@ import torch
 from open_clip.model import CLIP
 
 from ..errors import ConfigError
+from .stem import check_stem, conv_stem
 
 HALF = (0.5, 0.5, 0.5)
 
@@ -41,6 +42,7 @@ class ClipConfig:
     text_layers: int = 3
     text_width: int = 128
     text_heads: int = 4
+    stem: str = "patch"  # mini only: "conv" swaps visual.conv1 for an early-conv stem (backbones/stem.py)
     mean: tuple = HALF
     std: tuple = HALF
     weights: str | None = None
@@ -67,6 +69,7 @@ class ClipConfig:
                 f"CLIP image size {self.image_size} is not divisible by patch size {self.patch_size}; "
                 f"choose an image size that is a multiple of {self.patch_size}"
             )
+        check_stem(self.stem, self.arch, self.patch_size, "backbones.clip")
         for key in ("vision_layers", "vision_width", "text_layers", "text_width", "text_heads", "context_length", "embed_dim"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"backbones.clip.{key} must be >= 1, got {getattr(self, key)}")
@@ -94,6 +97,8 @@ def create_clip(cfg: ClipConfig | dict) -> CLIP:
             ),
             **cfg.extra,
         )
+        if cfg.stem == "conv":
+            model.visual.conv1 = conv_stem(cfg.vision_width, cfg.patch_size, bias=False)
     else:
         model = open_clip.create_model(cfg.arch, pretrained=cfg.pretrained, precision="fp32", **cfg.extra)
     if cfg.weights:

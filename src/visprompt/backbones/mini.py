@@ -43,12 +43,30 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _factor_heads(dim: int, factors, factor_sizes: dict | None, aux_weight: float):
+    """Linear heads classifying each upstream factor from the embedding (none if unused)."""
+    if aux_weight <= 0 or factors is None or not factor_sizes:
+        return torch.nn.ModuleList(), None
+    return torch.nn.ModuleList([torch.nn.Linear(dim, n) for n in factor_sizes.values()]), torch.from_numpy(np.asarray(factors))
+
+
+def _aux_loss(heads, emb: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    return sum(F.cross_entropy(h(emb), factors[:, j]) for j, h in enumerate(heads)) / len(heads)
+
+
 def pretrain_vit(model, images: np.ndarray, labels: np.ndarray, num_classes: int, *, steps: int, batch_size: int, lr: float, weight_decay: float,
-                 warmup: int, label_smoothing: float, mean, std, seed: int, progress: bool = True) -> dict:
-    """Supervised pretraining with a temporary linear head (dropped afterwards, as in VPT)."""
+                 warmup: int, label_smoothing: float, mean, std, seed: int, progress: bool = True, factors: np.ndarray | None = None,
+                 factor_sizes: dict | None = None, aux_weight: float = 0.0) -> dict:
+    """Supervised pretraining with a temporary linear head (dropped afterwards, as in VPT).
+
+    ImageNet-21k's labels are richer than one class per image; with ``aux_weight > 0`` the
+    upstream factor labels (pattern, count, background, ...) are classified by extra linear
+    heads on the same features, also dropped afterwards.
+    """
     torch.manual_seed(seed)
     head = torch.nn.Linear(model.num_features, num_classes)
-    net = torch.nn.Sequential(model, head)
+    aux_heads, f_all = _factor_heads(model.num_features, factors, factor_sizes, aux_weight)
+    net = torch.nn.ModuleList([model, head, aux_heads])
     opt = torch.optim.AdamW(_param_groups(net, weight_decay), lr=lr, betas=(0.9, 0.999))
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     g = torch.Generator().manual_seed(seed)
@@ -64,8 +82,11 @@ def pretrain_vit(model, images: np.ndarray, labels: np.ndarray, num_classes: int
         pos += batch_size
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, steps, warmup, lr)
-        logits = net(_normalise(x_all[idx], mean, std))
+        feats = model(_normalise(x_all[idx], mean, std))
+        logits = head(feats)
         loss = F.cross_entropy(logits, y_all[idx], label_smoothing=label_smoothing)
+        if len(aux_heads):
+            loss = loss + aux_weight * _aux_loss(aux_heads, feats, f_all[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -95,9 +116,7 @@ def pretrain_clip(model, tokenizer, images: np.ndarray, captions: list, group_si
     x_all = torch.from_numpy(images)
     n_groups = len(captions) // group_size
     groups_per_batch = max(1, batch_size // group_size)
-    use_aux = aux_weight > 0 and factors is not None
-    heads = torch.nn.ModuleList([torch.nn.Linear(model.visual.output_dim, n) for n in factor_sizes.values()]) if use_aux else torch.nn.ModuleList()
-    f_all = torch.from_numpy(np.asarray(factors)) if use_aux else None
+    heads, f_all = _factor_heads(model.visual.output_dim, factors, factor_sizes, aux_weight)
     opt = torch.optim.AdamW(_param_groups(model, weight_decay) + [{"params": list(heads.parameters()), "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
     g = torch.Generator().manual_seed(seed)
     order, pos = torch.randperm(n_groups, generator=g), 0
@@ -119,8 +138,8 @@ def pretrain_clip(model, tokenizer, images: np.ndarray, captions: list, group_si
         logits = model.logit_scale.exp() * img @ txt.t()
         target = torch.arange(len(idx))
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-        if use_aux:
-            loss = loss + aux_weight * sum(F.cross_entropy(h(emb), f_all[idx, j]) for j, h in enumerate(heads)) / len(heads)
+        if len(heads):
+            loss = loss + aux_weight * _aux_loss(heads, emb, f_all[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -14,6 +14,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from ..errors import ConfigError
+from .stem import check_stem, conv_stem
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,6 +37,7 @@ class VitConfig:
     depth: int = 6
     num_heads: int = 4
     mlp_ratio: float = 4.0
+    stem: str = "patch"  # mini only: "conv" swaps the patch projection for an early-conv stem (backbones/stem.py)
     mean: tuple = HALF
     std: tuple = HALF
     weights: str | None = None  # path to a state dict (mini), or None
@@ -64,6 +66,7 @@ class VitConfig:
             )
         if self.embed_dim % self.num_heads:
             raise ConfigError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        check_stem(self.stem, self.arch, self.patch_size, "backbones.vit")
         for key in ("depth", "num_heads", "embed_dim", "patch_size"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"backbones.vit.{key} must be >= 1, got {getattr(self, key)}")
@@ -84,6 +87,8 @@ def create_vit(cfg: VitConfig | dict) -> VisionTransformer:
             num_classes=0,
             **cfg.extra,
         )
+        if cfg.stem == "conv":
+            model.patch_embed.proj = conv_stem(cfg.embed_dim, cfg.patch_size)
     else:
         import timm
 

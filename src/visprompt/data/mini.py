@@ -258,7 +258,7 @@ def _upstream_tasks(sizes: dict) -> list:
     vit = MiniTask(
         "vit", "upstream", "upstream", "ImageNet-21k", vit_classes, [f"{c['colour']} {c['shape']}" for c in vit_classes],
         {"train": sizes["vit_train"], "val": sizes["vit_val"]},
-        space={"count": (1, 1, 1, 2), "size": tuple(SIZES), "style": ("flat", "flat", "shaded", "cartoon"), "rotation": (-25.0, 25.0)},
+        space={"count": (1, 1, 1, 2, 3, 4), "size": tuple(SIZES), "style": ("flat", "flat", "shaded", "cartoon"), "rotation": (-25.0, 25.0)},
         asks=("shape", "colour"), avoid_held_out=True,
     )
     g = sizes["group_size"]
@@ -273,7 +273,7 @@ def _upstream_tasks(sizes: dict) -> list:
 SUITES = ("upstream", "vtab", "fgvc", "vp", "coop", "probe")
 
 DEFAULT_SIZES = {
-    "upstream": {"vit_train": 40000, "vit_val": 2000, "clip_groups": 12000, "clip_val_groups": 250, "group_size": 4},
+    "upstream": {"vit_train": 32000, "vit_val": 2000, "clip_groups": 8000, "clip_val_groups": 250, "group_size": 4},
     "vtab": {"train": 800, "val": 200, "test": 1000},
     "fgvc": {"train": 800, "val": 200, "test": 1000},
     "vp": {"train": 1000, "val": 250, "test": 500},
@@ -436,6 +436,8 @@ def _render_chunk(args):
             scene = sample_scene(task, label, rng, image_size)
             images.append(render(scene, rng, image_size))
             labels.append(label)
+            if task.suite == "upstream":  # factor labels for the auxiliary heads of pretraining
+                factors.append(factor_labels(scene))
     return np.stack(images), np.asarray(labels, np.int64), captions, np.asarray(factors, np.int64).reshape(-1, len(FACTOR_LABELS))
 
 
@@ -467,6 +469,7 @@ def render_split(key: str, split: str, seed: int, image_size: int = 32, workers:
     out = {"images": np.concatenate([p[0] for p in parts]), "labels": np.concatenate([p[1] for p in parts])}
     if is_clip:
         out["captions"] = [c for p in parts for c in p[2]]
+    if task.suite == "upstream":
         out["factors"] = np.concatenate([p[3] for p in parts])
     return out
 
