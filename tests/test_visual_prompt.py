@@ -379,3 +379,16 @@ def test_logistic_probe_on_clip_features(tokenizer):
     restored = create_method("logistic_probe", _clip(), tokenizer, CLASSES)
     restored.load_state_dict(model.state_dict())
     assert restored.fitted
+
+
+@pytest.mark.parametrize("make", [lambda s: PadPrompter(32, 4, init_std=s), lambda s: FixedPatchPrompter(32, 8, init_std=s), lambda s: RandomPatchPrompter(32, 8, init_std=s)])
+def test_init_std_scales_the_official_normal_init(make):
+    torch.manual_seed(0)
+    official = torch.cat([p.flatten() for p in make(1.0).parameters()])
+    assert 0.8 < float(official.std()) < 1.2
+    zero = make(0.0)
+    assert all(torch.equal(p, torch.zeros_like(p)) for p in zero.parameters())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(zero(x), x)  # a zero-init prompter starts from the frozen model's own input
+    with pytest.raises(ConfigError, match="init_std"):
+        make(-1.0)
