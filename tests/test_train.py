@@ -124,3 +124,19 @@ def test_feature_caching_encodes_once_and_matches_uncached():
     rp = fit(NoCache(plain), _data(), recipe, seed=2, progress=False, device="cpu")
     assert not rp["features_cached"]
     assert torch.allclose(cached.head.weight, plain.head.weight, atol=1e-6)
+
+
+def test_cell_checkpoint_of_other_settings_is_dropped_not_resumed(tmp_path):
+    """A run killed under old settings leaves a checkpoint; new settings start afresh (regression:
+    the next `dvc repro` stopped with 'written with another recipe')."""
+    from visprompt.experiments import CellStore
+
+    store = CellStore(tmp_path, "vp", "clip_finetune")
+    old = store.checkpoint("vp/vp-counts/select/lr=0.0001", "oldfp")
+    fit(TinyNet(), _data(), RECIPE, seed=1, checkpoint=old, progress=False, device="cpu", stop_after_epoch=0)
+    assert old.is_file()
+    new = store.checkpoint("vp/vp-counts/select/lr=0.0001", "newfp")
+    assert not old.is_file() and new != old
+    fit(TinyNet(), _data(), {**RECIPE, "lr": 0.1}, seed=1, checkpoint=new, progress=False, device="cpu", stop_after_epoch=0)
+    store.checkpoint("vp/vp-counts/select/lr=0", "x")  # a cell whose name prefixes another's leaves it alone
+    assert new.is_file() and store.checkpoint("vp/vp-counts/select/lr=0.0001", "newfp") == new and new.is_file()

@@ -242,8 +242,15 @@ class CellStore:
         write_json(self._path(cell), record)
         return record
 
-    def checkpoint(self, cell: str) -> Path:
-        return self.dir / "checkpoints" / f"{cell.replace('/', '_')}.pt"
+    def checkpoint(self, cell: str, fingerprint: str) -> Path:
+        """The running cell's epoch checkpoint, named by its fingerprint: an interrupted run with the
+        same settings resumes from it; one left by other settings is deleted, never resumed."""
+        d, name = self.dir / "checkpoints", cell.replace("/", "_")
+        path = d / f"{name}@{fingerprint}.pt"
+        for old in d.glob(f"{name}@*.pt"):
+            if old != path:
+                old.unlink()
+        return path
 
 
 def _fingerprint(*parts) -> str:
@@ -312,7 +319,7 @@ def _select(params, store, s, task, cell_prefix, train, val, backbone, n_cls, cl
         if rec is None:
             model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, task))
             rec = store.put(cell, fp, train_and_eval(model, train, {"val": (val, None)}, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
-                                                       checkpoint=store.checkpoint(cell), progress=progress, desc=f"{task} select {point}"))
+                                                       checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{task} select {point}"))
         scores.append({"point": point, "val_top1": rec["val_top1"]})
     best = max(scores, key=lambda r: r["val_top1"])  # ties: first point in grid order
     return {"chosen": best["point"], "scores": scores}
@@ -341,7 +348,7 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
             if rec is None:
                 model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, key))
                 rec = train_and_eval(model, final, evals, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
-                                     checkpoint=store.checkpoint(cell), progress=progress, desc=f"{key} seed {seed}")
+                                     checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{key} seed {seed}")
                 rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split_, "num_classes": n_cls})
                 if hasattr(model, "prompter"):
                     rec["prompt_image"] = _prompt_image(model, mean, std)
@@ -424,7 +431,7 @@ def _run_rpo(params, s, backbone, progress: bool, store) -> list:
             cfg = {**s["cfg"], **(over.get("cfg") or {}), **(ds_over.get("cfg") or {})}
             recipe = {**s["recipe"], **(over.get("recipe") or {}), **(ds_over.get("recipe") or {})}
             model = _build("rpo", s["method"], backbone, len(classnames), classnames, cfg, seed, dataset_template(params, f"coop/{dataset}"))
-            rec = train_and_eval(model, train, evals, recipe, seed, s["trainable"], val=val, checkpoint=store.checkpoint(cell), progress=progress, desc=cell)
+            rec = train_and_eval(model, train, evals, recipe, seed, s["trainable"], val=val, checkpoint=store.checkpoint(cell, fp), progress=progress, desc=cell)
             if protocol == "base2new":
                 rec["hm"] = harmonic_mean(rec["base_top1"], rec["new_top1"])
             rec.update({"protocol": protocol, "dataset": dataset, "shots": shots, "train_images": len(train)})
