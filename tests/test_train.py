@@ -140,3 +140,14 @@ def test_cell_checkpoint_of_other_settings_is_dropped_not_resumed(tmp_path):
     fit(TinyNet(), _data(), {**RECIPE, "lr": 0.1}, seed=1, checkpoint=new, progress=False, device="cpu", stop_after_epoch=0)
     store.checkpoint("vp/vp-counts/select/lr=0", "x")  # a cell whose name prefixes another's leaves it alone
     assert new.is_file() and store.checkpoint("vp/vp-counts/select/lr=0.0001", "newfp") == new and new.is_file()
+
+
+def test_cell_store_counts_the_measured_time_of_reused_cells(tmp_path):
+    from visprompt.experiments import CellStore
+
+    first = CellStore(tmp_path, "vpt", "linear")
+    first.put("a", "fp", {"wall_time_s": 2.5})
+    first.put("b", "fp", {"wall_time_s": 1.0})
+    again = CellStore(tmp_path, "vpt", "linear")
+    assert again.get("a", "fp") and again.get("b", "other") is None
+    assert first.compute_time_s() == 3.5 and again.compute_time_s() == 2.5

@@ -222,6 +222,11 @@ class CellStore:
 
     def __init__(self, root, paper: str, method: str):
         self.dir = Path(root) / paper / method
+        self.served: list = []  # every record this run used (reused or new), selection cells included
+
+    def compute_time_s(self) -> float:
+        """Seconds the served cells took when they were computed (a reused cell counts its first run)."""
+        return sum(float(r.get("wall_time_s", 0.0)) for r in self.served)
 
     def _path(self, cell: str) -> Path:
         return self.dir / f"{cell.replace('/', '_')}.json"
@@ -234,12 +239,14 @@ class CellStore:
             except (json.JSONDecodeError, OSError):
                 return None
             if rec.get("fingerprint") == fingerprint:
+                self.served.append(rec)
                 return rec
         return None
 
     def put(self, cell: str, fingerprint: str, record: dict) -> dict:
         record = {**record, "cell": cell, "fingerprint": fingerprint}
         write_json(self._path(cell), record)
+        self.served.append(record)
         return record
 
     def checkpoint(self, cell: str, fingerprint: str) -> Path:
@@ -521,6 +528,7 @@ def run_method(params: dict, paper: str, method: str, progress: bool = True, run
         "cells": [{k: v for k, v in c.items() if k not in ("fingerprint",)} for c in cells],
         "summary": summarise(cells),
         "stage_time_s": round(time.perf_counter() - t0, 1),
+        "compute_time_s": round(store.compute_time_s(), 1),
         "environment": environment_info(),
     }
 
