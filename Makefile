@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 repro: setup
 	dvc repro
-	dvc metrics show
+	dvc metrics show -R reports/metrics
 
 test: setup
 	$(BIN)/python -m pytest -q
