@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import section
-from .data.mini import HELD_OUT, SUITES, all_tasks, base_new_split, render_split, resolve_sizes, validate_image_size
+from .data.mini import HELD_OUT, SUITES, all_tasks, base_new_split, factor_label_sizes, render_split, resolve_sizes, validate_image_size
 from .data.splits import check_shots, make_split, write_split
 from .data.store import is_complete, load_arrays, load_manifest, write_dataset
 from .errors import ConfigError, unknown_name
@@ -125,9 +125,10 @@ def run_data(params: dict, progress: bool = True) -> dict:
     total = sum(sum(t.splits.values()) for t in tasks.values())
     t0 = time.perf_counter()
     summary = {}
+    code = _world_code_hash()
     bar = tqdm(total=total, desc="render mini world", unit="img", disable=not progress, mininterval=2)
     for key, task in tasks.items():
-        fingerprint = {"image_size": cfg["image_size"], "seed": cfg["seed"], "splits": task.splits, "classes": task.classnames, "code": _world_code_hash()}
+        fingerprint = {"image_size": cfg["image_size"], "seed": cfg["seed"], "splits": task.splits, "classes": task.classnames, "code": code}
         n = sum(task.splits.values())
         if is_complete(cfg["root"], key, fingerprint):
             bar.update(n)
@@ -197,8 +198,6 @@ def run_backbone_vit(params: dict, progress: bool = True) -> dict:
 
     torch.manual_seed(int(pre.get("seed", 0)))
     model = create_vit(cfg)
-    from .data.mini import factor_label_sizes
-
     res = pretrain_vit(model, train["images"], train["labels"], n_cls, mean=cfg.mean, std=cfg.std, progress=progress,
                        factors=train.get("factors"), factor_sizes=factor_label_sizes(), **pre)
     with torch.no_grad():
@@ -255,8 +254,6 @@ def run_backbone_clip(params: dict, progress: bool = True) -> dict:
     torch.manual_seed(int(pre.get("seed", 0)))
     model = create_clip(cfg)
     tokenizer = get_tokenizer(cfg, model)
-    from .data.mini import factor_label_sizes
-
     res = pretrain_clip(model, tokenizer, corpus["images"], corpus["captions"], manifest["group_size"], mean=cfg.mean, std=cfg.std, progress=progress,
                         factors=corpus.get("factors"), factor_sizes=factor_label_sizes(), **pre)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,13 @@ ones the methods use on ViT-B/16, so VPT, visual prompting and RPO run the same 
 
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 STEMS = ("patch", "conv")
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 2 and not n & (n - 1)
 
 
 def conv_stem(width: int, patch_size: int, in_chans: int = 3, bias: bool = True) -> nn.Sequential:
@@ -26,9 +28,9 @@ def conv_stem(width: int, patch_size: int, in_chans: int = 3, bias: bool = True)
     Widths double up to ``width`` (e.g. 32 -> 64 -> 128 for patch 8); GroupNorm + GELU between
     convolutions; the last convolution is linear, like the patch projection it replaces.
     """
-    n = int(round(math.log2(patch_size)))
-    if patch_size < 2 or 2**n != patch_size:
+    if not _power_of_two(patch_size):
         raise ValueError(f"conv stem needs a power-of-two patch size >= 2, got {patch_size}; use stem: patch")
+    n = patch_size.bit_length() - 1
     widths = [max(16, width // 2 ** (n - 1 - i)) for i in range(n)]
     layers, c = [], in_chans
     for i, w in enumerate(widths):
@@ -48,5 +50,5 @@ def check_stem(stem: str, arch: str, patch_size: int, where: str) -> None:
         raise unknown_name(f"{where}.stem", stem, STEMS)
     if stem == "conv" and arch != "mini":
         raise ConfigError(f"{where}.stem: conv is for the mini backbones only; the paper checkpoint ({arch}) keeps its patch embedding (stem: patch)")
-    if stem == "conv" and (patch_size < 2 or patch_size & (patch_size - 1)):
+    if stem == "conv" and not _power_of_two(patch_size):
         raise ConfigError(f"{where}.stem: conv needs a power-of-two patch_size, got {patch_size}; use patch_size 4/8/16 or stem: patch")
