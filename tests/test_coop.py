@@ -97,7 +97,7 @@ def test_coop_initial_prompts_are_the_zero_shot_prompts(mini):
     with torch.no_grad():
         torch.testing.assert_close(model.text_features(), zero_shot, rtol=1e-5, atol=1e-6)
         seq = model.prompt.sequences(model.prompt.ctx)
-        tokens = tok([f"a photo of a {c}." for c in ("red circle", "blue square", "green star")])
+        tokens = tok([f"a photo of a {c}." for c in ("red circle", "blue-square", "green star")])
         assert torch.equal(seq, clip.token_embedding(tokens[:, : seq.shape[1]]))
     assert torch.equal(model.prompt.eot, tokens.argmax(-1))
 

@@ -158,7 +158,7 @@ def test_text_tokens_bit_identical_at_every_layer(clip_and_tok, monkeypatch):
     model = RPO(clip, tok, CLASSES[:2], K=_K(clip))
     blocks = clip.transformer.resblocks
     L = len(blocks)
-    tokens = tok([f"a photo of a {c}." for c in ("red circle", "blue square")])
+    tokens = tok([f"a photo of a {c}." for c in ("red circle", "blue-square")])
     ref, handles = _record_blocks(blocks)
     with torch.no_grad():
         clip.encode_text(tokens)  # the frozen model's own text forward, no prompts
@@ -352,7 +352,7 @@ def test_K_too_large_fails_fast_naming_K_and_the_fix(mini):
     msg = str(e.value)
     assert f"K={clip.context_length}" in msg and "set K <=" in msg
     # the largest K that fits works, one more does not
-    n_tokens = int(tok(["a photo of a green star."]).argmax(-1)) + 1
+    n_tokens = int(tok(["a photo of a blue-square."]).argmax(-1)) + 1  # the longest of CLASSES (the hyphen is a token)
     free = clip.context_length - n_tokens
     RPO(clip, tok, CLASSES, K=free)
     with pytest.raises(ConfigError, match=f"set K <= {free}"):

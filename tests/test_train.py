@@ -36,8 +36,16 @@ RECIPE = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3,
 def test_warmup_never_zero_and_cosine_ends_low():
     r = Recipe.from_dict({"lr": 1.0, "epochs": 10, "warmup_epochs": 2, "step_per": "epoch"})
     lrs = [lr_at(r, e * 5, 5) for e in range(10)]
-    assert lrs[0] > 0 and lrs[0] == pytest.approx(0.5)
+    assert lrs[0] > 0 and lrs[0] == pytest.approx(0.1)  # step 1 of a 10-step ramp
     assert lrs[2] == pytest.approx(1.0) and lrs[-1] < 0.1
+
+
+def test_one_warmup_epoch_ramps_within_the_epoch():
+    # per-epoch cosine with warmup_epochs: 1 (VPT mini): the ramp must not start at full lr
+    r = Recipe.from_dict({"lr": 1.0, "epochs": 5, "warmup_epochs": 1, "step_per": "epoch"})
+    ramp = [lr_at(r, i, 4) for i in range(4)]
+    assert ramp == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert lr_at(r, 4, 4) == pytest.approx(1.0)  # epoch 1: cosine from the base lr
     r = Recipe.from_dict({"lr": 1.0, "epochs": 2, "warmup_steps": 3, "warmup_lr": 1e-5})
     assert lr_at(r, 0, 10) == 1e-5
 

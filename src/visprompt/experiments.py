@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .codehash import code_hash
 from .config import section
 from .errors import ConfigError, unknown_name
 from .methods.registry import create_method, get_method_spec, list_methods
@@ -260,6 +261,18 @@ class CellStore:
         return path
 
 
+def cell_code_hash(params: dict, method: str) -> str:
+    """Hash of the code a cell of registered ``method`` runs: the method's module, the training
+    loop, the data and backbone code, with everything they import (:mod:`visprompt.codehash`),
+    plus this module's own code (the protocols). Part of every cell's fingerprint."""
+    spec = get_method_spec(method)
+    backbone = "visprompt.backbones.vit" if spec.family == "vit" else "visprompt.backbones.clip"
+    modules = [spec.builder.__module__, "visprompt.train", "visprompt.data.store", "visprompt.data.splits", backbone]
+    if _paper_backend(params) is not None:
+        modules.append("visprompt.paper_backend")
+    return code_hash(*modules) + code_hash(__name__, closure=False)
+
+
 def _fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -273,9 +286,11 @@ def _build(paper: str, method: str, backbone_bundle, num_classes: int, classname
         backbone, _ = backbone_bundle
         return create_method(method, copy.deepcopy(backbone), num_classes, **cfg)
     clip, tokenizer, _ = backbone_bundle
-    builder = get_method_spec(method).builder
-    accepted = inspect.signature(builder).parameters
-    if template is not None:  # the dataset's own prompt template unless params set one
+    spec = get_method_spec(method)
+    accepted = inspect.signature(spec.builder).parameters
+    if "seed" in accepted and "seed" not in cfg:  # every random initialisation follows the run seed
+        cfg = {**cfg, "seed": seed}
+    if template is not None and spec.dataset_template:  # the dataset's own prompt template unless params set one
         if "template" in accepted and "template" not in cfg:
             cfg = {**cfg, "template": template}
         elif "templates" in accepted and "templates" not in cfg:
@@ -291,7 +306,7 @@ def train_and_eval(model, train, evals: dict, recipe: dict, seed: int, trainable
         record["probe"] = model.fit_probe(train, val if val is not None else train)
     elif trainable and any(p.requires_grad for p in model.parameters()):
         rec = fit(model, train, recipe, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc)
-        record.update({k: rec[k] for k in ("history", "train_time_s", "train_images_per_s", "features_cached", "peak_memory_mb", "peak_memory_kind", "recipe", "epochs_run")})
+        record.update({k: rec[k] for k in ("history", "plateau", "train_time_s", "train_images_per_s", "features_cached", "peak_memory_mb", "peak_memory_kind", "recipe", "epochs_run")})
         if checkpoint and Path(checkpoint).is_file():
             Path(checkpoint).unlink()  # the cell record replaces it
     from .utils import count_parameters
@@ -340,7 +355,7 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
     for key in tasks:
         train, val, test = (load_data(params, key, sp, mean, std) for sp in ("train", "val", "test"))
         classnames, n_cls = train.classnames, len(train.classnames)
-        fp_base = [s["method"], s["cfg"], s["recipe"], key, backbone_id(params, s["paper"])]
+        fp_base = [s["method"], s["cfg"], s["recipe"], key, backbone_id(params, s["paper"]), s["code"]]
         sel = _select(params, store, s, key, key, train, val, backbone, n_cls, classnames, progress, fp_base)
         r_over, c_over = _split_point(sel["chosen"])
         final_split_ = final_split(params, s["paper"], key)
@@ -414,7 +429,7 @@ def _run_rpo(params, s, backbone, progress: bool, store) -> list:
     for protocol, dataset, shots, seed in jobs:
         cell = f"{protocol}/{dataset}/shots{shots}/seed{seed}"
         ds_over = s["overrides"].get(dataset)  # a dataset override (paper: CoOp's ImageNet epochs) applies after the protocol's
-        fp = _fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, backbone_id(params, "rpo"), p.get(protocol), *([ds_over] if ds_over else []))
+        fp = _fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, backbone_id(params, "rpo"), p.get(protocol), s["code"], *([ds_over] if ds_over else []))
         rec = store.get(cell, fp)
         if rec is None:
             test = load_data(params, f"coop/{dataset}", "test", mean, std)
@@ -506,6 +521,7 @@ def check_method(params: dict, paper: str, method: str) -> dict:
 def run_method(params: dict, paper: str, method: str, progress: bool = True, runs_root: str | None = None) -> dict:
     """Every cell of ``method`` for ``paper``; returns the metrics written by the train stage."""
     s = check_method(params, paper, method)
+    s["code"] = cell_code_hash(params, s["method"])
     t0 = time.perf_counter()
     threads = int(params.get("threads", 0) or 0)
     if threads > 0:  # tiny models: one thread avoids OpenMP spin-waits when the machine is shared
@@ -525,6 +541,7 @@ def run_method(params: dict, paper: str, method: str, progress: bool = True, run
         "method": method,  # the run name (params key)
         "registered_method": s["method"],
         "settings": {k: s[k] for k in ("cfg", "recipe", "grid", "seeds", "tasks", "protocols")},
+        "code_hash": s["code"],
         "cells": [{k: v for k, v in c.items() if k not in ("fingerprint",)} for c in cells],
         "summary": summarise(cells),
         "stage_time_s": round(time.perf_counter() - t0, 1),

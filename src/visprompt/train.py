@@ -99,11 +99,33 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
         warm = recipe.warmup_steps or round(recipe.warmup_epochs * steps_per_epoch)
     warm = min(warm, total - 1) if total > 1 else 0
     if t < warm:
-        return recipe.warmup_lr if recipe.warmup_lr is not None else base * (t + 1) / warm
+        if recipe.warmup_lr is not None:
+            return recipe.warmup_lr
+        # the ramp is per optimizer step even when the schedule is per epoch: a per-epoch ramp
+        # over one warmup epoch would already be at full lr in that epoch
+        ramp = warm * steps_per_epoch if recipe.step_per == "epoch" else warm
+        return base * (step + 1) / ramp
     if recipe.schedule == "constant":
         return base
     progress = (t - warm) / max(1, total - warm)
     return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# A run has converged when the last PLATEAU_WINDOW of its epochs lowered the training loss by less
+# than PLATEAU_REL (relative) or PLATEAU_ABS (nats, for losses already near zero).
+PLATEAU_WINDOW, PLATEAU_REL, PLATEAU_ABS = 0.2, 0.02, 0.01
+
+
+def plateau(history: list) -> dict:
+    """Did the training loss stop improving? Compares the last epoch's loss with the loss just
+    before the last 20% of epochs (at least one epoch); ``converged`` is None below 2 epochs."""
+    losses = [float(h["loss"]) for h in history]
+    if len(losses) < 2:
+        return {"converged": None, "improvement": None, "window_epochs": 0}
+    k = max(1, math.ceil(PLATEAU_WINDOW * len(losses)))
+    before, end = losses[-1 - k], losses[-1]
+    rel = (before - end) / before if before > 0 else 0.0
+    return {"converged": bool(rel < PLATEAU_REL or before - end < PLATEAU_ABS), "improvement": rel, "window_epochs": k}
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -290,6 +312,7 @@ def fit(
     peak, peak_kind = _peak_memory_mb(device)
     return {
         "history": history,
+        "plateau": plateau(history),
         "epochs_run": len(history),
         "steps_per_epoch": steps_per_epoch,
         "train_time_s": elapsed,

@@ -119,8 +119,9 @@ def get_tokenizer(cfg: ClipConfig | dict, model: CLIP | None = None):
 
 
 def format_classname(name: str) -> str:
-    """Class names as CLIP reads them: lower case, ``_`` and ``-`` as spaces."""
-    return name.replace("_", " ").replace("-", " ").lower().strip()
+    """Class names as CoOp formats them: ``_`` as spaces (hyphens kept: "Mercedes-Benz", "707-320"),
+    lower case (the CLIP tokenizer lower-cases anyway)."""
+    return name.replace("_", " ").lower().strip()
 
 
 @torch.no_grad()

@@ -58,7 +58,7 @@ class CLIPLinearProbe(nn.Module):
         return self.forward_head(self.encode_frozen(images))
 
 
-@register_method("clip_linear_probe", family="clip", paper="rpo")
+@register_method("clip_linear_probe", family="clip", paper="rpo", dataset_template=False)
 def clip_linear_probe(clip, tokenizer, classnames, template: str = DEFAULT_TEMPLATE):
     """RPO's linear probe: identity-initialised Linear(D, D) on CLIP image features, text-feature head."""
     return CLIPLinearProbe(clip, tokenizer, classnames, template)

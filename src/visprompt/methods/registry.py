@@ -47,21 +47,25 @@ class MethodSpec:
     paper: str  # 'vpt', 'vp' or 'rpo'
     builder: Callable
     description: str = ""
+    # True: the runner hands the builder the dataset's zero-shot template (CoOp's per-dataset
+    # templates); False: the method keeps its own fixed template (RPO and its linear probe use
+    # "a photo of a {}." on every dataset, as in the official code)
+    dataset_template: bool = True
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 _LOADED = False
 
 
-def register_method(name: str, family: str, paper: str, description: str = ""):
-    """Decorator: register ``builder`` under ``name``."""
+def register_method(name: str, family: str, paper: str, description: str = "", dataset_template: bool = True):
+    """Decorator: register ``builder`` under ``name`` (see :class:`MethodSpec` for the flags)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
     def wrap(builder: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"method {name!r} registered twice")
-        _REGISTRY[name] = MethodSpec(name, family, paper, builder, description or (builder.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = MethodSpec(name, family, paper, builder, description or (builder.__doc__ or "").strip().split("\n")[0], dataset_template)
         return builder
 
     return wrap

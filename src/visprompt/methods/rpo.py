@@ -24,6 +24,12 @@ Two implementations of the same function (``fast`` in the config):
 
 Without autograd (evaluation) the text features are cached until the prompts or classes change.
 
+Two switches exist for the paper's ablations (params-only runs): ``read_only=False`` drops the
+read-only masks, so the prompts *write*: image tokens attend to the visual prompts and prompts to
+each other, and on the text side only CLIP's causal mask remains (prompts then read earlier
+prompts; the original tokens precede them and stay unchanged). It always uses the plain path.
+``init='random'`` replaces ST-initialisation by N(0, 0.02²) per element (CoOp's random context).
+
 Deliberate differences from the official code (mlvlab/RPO): class names are formatted as CoOp
 does (underscores -> spaces); sequence lengths and head counts come from the model (no hard-coded
 ViT-B/16 sizes or 8 heads); masks are built per call and never stored on the attention modules
@@ -48,6 +54,8 @@ from .registry import register_method
 DEFAULT_TEMPLATE = "a photo of a {}."
 INIT_NOISE_NORM = 0.1  # ST-initialisation: each prompt = base + a random direction of this L2 norm
 TEXT_CACHE_CHUNK = 256  # classes per frozen text pass when building the key/value cache
+INITS = ("st", "random")
+RANDOM_INIT_STD = 0.02  # init='random': the std of CoOp's random context vectors
 
 
 def _check_blocks(blocks, where: str) -> None:
@@ -175,13 +183,21 @@ def st_init(base: torch.Tensor, K: int, generator: torch.Generator) -> torch.Ten
     return base.detach().float().cpu().reshape(1, -1) + INIT_NOISE_NORM * F.normalize(noise, dim=-1)
 
 
+def random_init(base: torch.Tensor, K: int, generator: torch.Generator) -> torch.Tensor:
+    """The ablation's baseline: K prompts drawn from N(0, RANDOM_INIT_STD²), ignoring ``base``."""
+    return RANDOM_INIT_STD * torch.randn(K, base.numel(), generator=generator)
+
+
 class RPO(nn.Module):
     """Frozen CLIP + K read-only prompts on each encoder (ST-initialised)."""
 
-    def __init__(self, clip, tokenizer, classnames, K: int = 24, template: str = DEFAULT_TEMPLATE, fast: bool = True, seed: int = 0):
+    def __init__(self, clip, tokenizer, classnames, K: int = 24, template: str = DEFAULT_TEMPLATE, fast: bool = True, seed: int = 0,
+                 read_only: bool = True, init: str = "st"):
         super().__init__()
         if K < 1:
             raise ConfigError(f"rpo: K (prompts per encoder) must be >= 1, got {K}")
+        if init not in INITS:
+            raise ConfigError(f"rpo: init must be one of {INITS} (ST-initialisation or random), got {init!r}")
         if template.count("{}") != 1:
             raise ConfigError(f"rpo: template {template!r} must contain exactly one '{{}}' for the class name")
         check_rpo_clip(clip)
@@ -189,15 +205,17 @@ class RPO(nn.Module):
         self.tokenizer = tokenizer
         self.template = template
         self.K = K
-        self.fast = fast
+        self.read_only = bool(read_only)
+        self.fast = bool(fast) and self.read_only  # the cached path relies on read-only masks
         device = clip.logit_scale.device
 
         eot_id = getattr(tokenizer, "eot_token_id", None)
         if eot_id is None:
             eot_id = int(tokenizer([""], context_length=clip.context_length).max())
         gen = torch.Generator().manual_seed(seed)
-        self.text_prompts = nn.Parameter(st_init(clip.token_embedding.weight[eot_id], K, gen).to(device))
-        self.visual_prompts = nn.Parameter(st_init(clip.visual.class_embedding, K, gen).to(device))
+        make = st_init if init == "st" else random_init
+        self.text_prompts = nn.Parameter(make(clip.token_embedding.weight[eot_id], K, gen).to(device))
+        self.visual_prompts = nn.Parameter(make(clip.visual.class_embedding, K, gen).to(device))
 
         for name in ("text_embeds", "eot", "text_k", "text_v", "text_key_mask"):
             self.register_buffer(name, torch.empty(0), persistent=False)
@@ -261,8 +279,11 @@ class RPO(nn.Module):
         return self.text_embeds.scatter(1, idx, self.text_prompts.unsqueeze(0).expand(n_cls, -1, -1).to(self.text_embeds.dtype))
 
     def text_attn_mask(self) -> torch.Tensor:
-        """CLIP's causal mask plus -inf on every column after each class's EOT: (n_cls * heads, L, L)."""
+        """CLIP's causal mask plus -inf on every column after each class's EOT: (n_cls * heads, L, L).
+        Without read-only masks (ablation): CLIP's causal mask alone, (L, L)."""
         causal = self.clip.attn_mask
+        if not self.read_only:
+            return causal
         L = causal.shape[0]
         after_eot = torch.arange(L, device=causal.device)[None, :] > self.eot[:, None]  # (n_cls, L)
         mask = causal.unsqueeze(0).masked_fill(after_eot[:, None, :], float("-inf"))
@@ -315,8 +336,10 @@ class RPO(nn.Module):
         x = self.image_tokens(images)
         B, N, _ = x.shape
         x = torch.cat([x, self.visual_prompts.unsqueeze(0).expand(B, -1, -1).to(x.dtype)], dim=1)
-        mask = torch.zeros(N + self.K, N + self.K, device=x.device, dtype=x.dtype)
-        mask[:, N:] = float("-inf")
+        mask = None
+        if self.read_only:
+            mask = torch.zeros(N + self.K, N + self.K, device=x.device, dtype=x.dtype)
+            mask[:, N:] = float("-inf")
         x = visual.transformer(visual.ln_pre(x), attn_mask=mask)
         return self._image_head(x[:, N:])
 
@@ -346,7 +369,7 @@ class RPO(nn.Module):
         return self.clip.logit_scale.exp() * torch.einsum("bkd,ckd->bc", img, txt) / self.K
 
 
-@register_method("rpo", family="clip", paper="rpo")
-def rpo(clip, tokenizer, classnames, K: int = 24, template: str = DEFAULT_TEMPLATE, fast: bool = True, seed: int = 0):
+@register_method("rpo", family="clip", paper="rpo", dataset_template=False)
+def rpo(clip, tokenizer, classnames, K: int = 24, template: str = DEFAULT_TEMPLATE, fast: bool = True, seed: int = 0, read_only: bool = True, init: str = "st"):
     """RPO: K read-only prompts per encoder of a frozen CLIP (fast cached path by default)."""
-    return RPO(clip, tokenizer, classnames, K=K, template=template, fast=fast, seed=seed)
+    return RPO(clip, tokenizer, classnames, K=K, template=template, fast=fast, seed=seed, read_only=read_only, init=init)
