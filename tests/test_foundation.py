@@ -85,14 +85,20 @@ def test_base_new_rule():
     assert base_new_split(7) == ([0, 1, 2, 3], [4, 5, 6])  # base = first ceil(n/2)
 
 
-def test_coop_new_classes_are_held_out_upstream():
+def test_coop_halves_share_no_value_and_every_class_is_seen_upstream():
     from visprompt.data.mini import HELD_OUT
 
-    t = all_tasks()["coop/objects"]
-    base, new = base_new_split(t.num_classes)
-    held = HELD_OUT["colour"]
-    assert all((t.classes[c]["shape"], t.classes[c]["colour"]) in held for c in new)
-    assert not any((t.classes[c]["shape"], t.classes[c]["colour"]) in held for c in base)
+    factors = {"objects": "colour", "textures": "pattern", "counts": "count", "scenes": "background", "sensor": "colour"}
+    tasks = all_tasks()
+    for name, factor in factors.items():
+        t = tasks[f"coop/{name}"]
+        base, new = base_new_split(t.num_classes)
+        assert len(base) == len(new) == 8
+        for half_a, half_b in ((base, new), (new, base)):
+            assert not {t.classes[c]["shape"] for c in half_a} & {t.classes[c]["shape"] for c in half_b}
+            assert not {t.classes[c][factor] for c in half_a} & {t.classes[c][factor] for c in half_b}
+        # CLIP has seen the new classes on the web: no class is a held-out combination
+        assert not any((t.classes[c]["shape"], t.classes[c][factor]) in HELD_OUT[factor] for c in base + new)
 
 
 def _params(tmp_path, **changes):
@@ -143,7 +149,7 @@ def test_repository_params_validate():
 def test_data_and_splits_stage(tmp_path):
     p = _params(tmp_path, **{"data.suites": ["coop"]})
     out = run_data(p, progress=False)
-    assert out["datasets"]["coop/objects"] == {"train": 80, "val": 40, "test": 60}
+    assert out["datasets"]["coop/objects"] == {"train": 64, "val": 32, "test": 48}  # 16 classes
     again = run_data(p, progress=False)
     assert again["datasets"]["coop/objects"] == "up to date"
     res = run_splits(p)
@@ -154,7 +160,7 @@ def test_data_and_splits_stage(tmp_path):
     from visprompt.data.store import load_arrays
 
     train_labels = load_arrays(p["data"]["root"], "coop/objects", "train")["labels"]
-    assert np.bincount(train_labels[rec["train"]]).tolist() == [2] * 20
+    assert np.bincount(train_labels[rec["train"]]).tolist() == [2] * 16
     # too many shots for the rendered pool: clear error, existing split files untouched
     p2 = _params(tmp_path, **{"data.suites": ["coop"], "splits.shots": [8]})
     with pytest.raises(ConfigError, match="shots"):

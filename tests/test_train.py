@@ -159,3 +159,11 @@ def test_cell_store_counts_the_measured_time_of_reused_cells(tmp_path):
     again = CellStore(tmp_path, "vpt", "linear")
     assert again.get("a", "fp") and again.get("b", "other") is None
     assert first.compute_time_s() == 3.5 and again.compute_time_s() == 2.5
+
+
+def test_fractional_warmup_and_rpo_constant_warmup_epoch():
+    r = Recipe.from_dict({"lr": 1.0, "epochs": 3, "warmup_epochs": 0.5, "step_per": "epoch"})
+    assert [lr_at(r, i, 4) for i in range(2)] == pytest.approx([0.5, 1.0])  # 2-step ramp
+    assert lr_at(r, 2, 4) == pytest.approx(lr_at(r, 4, 4))  # cosine per epoch from epoch 1
+    r = Recipe.from_dict({"lr": 0.01, "epochs": 5, "warmup_epochs": 1, "warmup_lr": 1e-5, "step_per": "epoch"})
+    assert [lr_at(r, i, 3) for i in range(3)] == [1e-5] * 3 and lr_at(r, 3, 3) == pytest.approx(0.01)

@@ -28,6 +28,15 @@ def notebook(cells):
     return nb
 
 
+def same_cells(path: Path, nb) -> bool:
+    """Does the notebook at ``path`` already hold these cells (type, source, metadata; ids aside)?"""
+    if not path.is_file():
+        return False
+    old = nbf.read(path, as_version=4)
+    key = lambda cells: [(c.cell_type, c.source, dict(c.metadata)) for c in cells]  # noqa: E731
+    return key(old.cells) == key(nb.cells) and old.metadata == nb.metadata
+
+
 def train(paper: str, title: str, default_method: str, extra_md: str):
     return notebook([
         ("md", f"# {title}\n\n{extra_md}\n\nEvery cell of this method (task × seed, after selection on validation) is run by "
@@ -42,9 +51,18 @@ def train(paper: str, title: str, default_method: str, extra_md: str):
     ])
 
 
-def report_nb(paper: str, title: str, body):
+CLAIMS_MD = ("## Verdict per claim\nThe paper's claims, then *(regime)* checks that this run sits in the paper's regime (baselines only). "
+             "**published (paper)** comes from `visprompt.published`; the measured column is this run (mean ± std over seeds). "
+             "holds: yes / no, – when a run it needs is missing. The evidence behind each verdict is in `claims.json` / `claims.md` of the report folder.")
+
+
+def report_nb(paper: str, title: str, build: str, body):
+    """Parameters, imports, the report build, then the verdict table first, then the paper's tables."""
     return notebook([("md", f"# {title}"), ("params", f'params_file = "params.yaml"\nout_dir = "reports/{paper}"'),
-                     ("code", "import os\nos.environ.setdefault('HF_HUB_OFFLINE', '1')\nfrom visprompt import report\nfrom visprompt.config import load_params\nparams = load_params(params_file)")] + body)
+                     ("code", "import os\nos.environ.setdefault('HF_HUB_OFFLINE', '1')\nimport pandas as pd\nfrom visprompt import report\nfrom visprompt.config import load_params\n"
+                              "params = load_params(params_file)\npd.set_option('display.max_colwidth', None)"),
+                     ("code", f"r = report.{build}(params, out_dir)"),
+                     ("md", CLAIMS_MD), ("code", "r['claims_table']")] + body)
 
 
 if __name__ == "__main__":
@@ -56,34 +74,35 @@ if __name__ == "__main__":
                                            "Protocol: grid on train/val, then every seed on train; test top-1 on the test set and on its style-shifted copy."),
         "train_rpo.ipynb": train("rpo", "RPO and baselines: base-to-new, domain generalisation and few-shot on CoOp-mini", "rpo",
                                  "Protocols (RPO §4): base-to-new (16 shots, HM), domain generalisation (train on objects, test on its shifted copies), few-shot × seeds (variance)."),
-        "report_vpt.ipynb": report_nb("vpt", "VPT report: Table 1 in the mini world, beside the published numbers", [
-            ("code", "r = report.vpt_report(params, out_dir)"),
+        "report_vpt.ipynb": report_nb("vpt", "VPT report: Table 1 in the mini world, beside the published numbers", "vpt_report", [
             ("md", "## Table 1 (group means)\nMeasured: mean ± std over seeds, mini world. Published: VPT paper, ViT-B/16 ImageNet-21k (see `visprompt.published.vpt`)."),
             ("code", "r['table1']"),
             ("md", "## Per task"), ("code", "r['per_task']"),
-            ("md", "## Claims"), ("code", "print(r['claims_text'])"),
             ("md", "## Accuracy by method and group (seeds as points)"), ("code", "r['figure']"),
+            ("md", "## Deviations from the paper"), ("code", "print('\\n'.join('- ' + d for d in r['deviations']))"),
+            ("md", "## Claims in words"), ("code", "print(r['claims_text'])"),
         ]),
-        "report_visual_prompt.ipynb": report_nb("vp", "Visual prompting report: TP / VP / LP / FT in the mini world", [
-            ("code", "r = report.vp_report(params, out_dir)"),
+        "report_visual_prompt.ipynb": report_nb("vp", "Visual prompting report: TP / VP / LP / FT in the mini world", "vp_report", [
             ("md", "## Main table\nMeasured (mini) beside published (CLIP ViT-B/32; see `visprompt.published.visual_prompting`)."),
             ("code", "r['main']"), ("md", "## Prompt design ablation"), ("code", "r['ablation']"),
             ("code", "r['ablation_figure']"), ("md", "## Robustness: style-shifted test copies"), ("code", "r['robustness']"),
             ("md", "## The learned pad prompt"), ("code", "r['prompt_figure']"),
-            ("md", "## Claims"), ("code", "print(r['claims_text'])"),
+            ("md", "## Claims in words"), ("code", "print(r['claims_text'])"),
         ]),
-        "report_rpo.ipynb": report_nb("rpo", "RPO report: base-to-new, domain generalisation and variance in the mini world", [
-            ("code", "r = report.rpo_report(params, out_dir)"),
+        "report_rpo.ipynb": report_nb("rpo", "RPO report: base-to-new, domain generalisation and variance in the mini world", "rpo_report", [
             ("md", "## Table 1: base-to-new\nHM = 2·B·N/(B+N) per dataset; the average row's HM is the HM of the average base and new accuracies."),
             ("code", "r['base2new']"), ("md", "## Domain generalisation"), ("code", "r['dg']"),
             ("md", "## Variance across seeds (Figure 1 analogue)"), ("code", "r['variance_figure']"),
             ("code", "r['variance']"),
             ("md", "## Accuracy vs shots (Figure 5 analogue)"), ("code", "r['shots_figure']"),
             ("md", "## Trainable parameters"), ("code", "r['params']"),
-            ("md", "## Claims"), ("code", "print(r['claims_text'])"),
+            ("md", "## Claims in words"), ("code", "print(r['claims_text'])"),
         ]),
 
     }
     for name, nb in nbs.items():
+        if same_cells(root / name, nb):  # new random cell ids alone would re-run every stage that depends on it
+            print("unchanged", root / name)
+            continue
         nbf.write(nb, root / name)
         print("wrote", root / name)

@@ -207,7 +207,7 @@ def vp_shifted_tests(params: dict) -> dict:
         return {}
     from .data.mini import VP_SHIFTS
 
-    return {f"vp/{n}": f"vp/{n}-{style}" for n, style in VP_SHIFTS.items()}
+    return {f"vp/{n}": f"vp/{n}-{style}" for n, (style, _) in VP_SHIFTS.items()}
 
 
 def _file_id(path: Path) -> str:

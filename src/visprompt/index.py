@@ -1,8 +1,10 @@
 """``reports/index.md`` (and HTML): the page a reader opens first.
 
-It links every report and executed notebook, summarises the backbones' usefulness checks, and
-states the environment and how long each stage of the last ``dvc repro`` took (read from the
-stages' own metrics files, so the numbers are measured, not typed).
+It opens with the verdict per claim of each paper (merged from the report stages'
+``<paper>/report/claims.json`` into ``reports/claims.json``), links every report and executed
+notebook, summarises the backbones' usefulness checks, and states the environment and how long each
+stage of the last ``dvc repro`` took (read from the stages' own metrics files, so the numbers are
+measured, not typed).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import html
 import json
 from pathlib import Path
 
-from .utils import environment_info
+from .utils import environment_info, write_json
 
 REPORTS = Path("reports")
 PAPERS = {
@@ -26,6 +28,47 @@ def _read(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def load_claims(root: Path = REPORTS) -> list:
+    """The report stages' verdict records, papers in order vpt, vp, rpo (a paper not reported yet
+    contributes nothing)."""
+    out = []
+    for paper in PAPERS:
+        try:
+            records = json.loads((root / paper / "report" / "claims.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        out += [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+    return out
+
+
+def _cell(text) -> str:
+    """A markdown table cell: no pipes or newlines (the HTML rendering splits rows on '|')."""
+    return "–" if text is None else str(text).replace("|", "/").replace("\n", " ")
+
+
+def verdict_lines(claims: list, label: str = "mini") -> list:
+    """Markdown: one verdict table per paper (claim | published | measured | holds)."""
+    from .reports.claims import claims_table
+
+    lines = ["## Verdict per claim", "",
+             "Claims are the papers'; *(regime)* rows check that the run sits in the papers' regime (baselines only). "
+             "holds: *yes* / *no* on the measured numbers, *–* when a run it needs is missing. All records, with their evidence: "
+             "[claims.json](claims.json).", ""]
+    if not claims:
+        return lines + ["No report has written its claims yet.", ""]
+    for paper, (title, _) in PAPERS.items():
+        records = [c for c in claims if c.get("paper") == paper]
+        if not records:
+            continue
+        table = claims_table(records, label)
+        n = {kind: [c for c in records if (c.get("kind") == "claim") == (kind == "claim")] for kind in ("claim", "regime")}
+        summary = ", ".join(f"{sum(c.get('holds') is True for c in v)} of {len(v)} {kind + ('s' if kind == 'claim' else ' checks')} hold" for kind, v in n.items() if v)
+        lines += [f"### {title.split(' (')[0]}", "", summary + ".", "", "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+        lines.append("")
+    return lines
 
 
 def stage_times(root: Path = REPORTS / "metrics") -> list[tuple[str, float]]:
@@ -48,7 +91,7 @@ def _fmt_s(s: float) -> str:
     return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
 
 
-def build_index_markdown(params: dict, root: Path = REPORTS) -> str:
+def build_index_markdown(params: dict, root: Path = REPORTS, claims: list | None = None) -> str:
     env = environment_info()
     paper = params.get("profile", "mini") == "paper"
     where = ("on the real datasets with the papers' checkpoints (ViT-B/16 ImageNet-21k, CLIP ViT-B/32 and ViT-B/16), columns "
@@ -60,9 +103,9 @@ def build_index_markdown(params: dict, root: Path = REPORTS) -> str:
         f"Profile: **{params.get('profile', 'mini')}**. Every number on these pages was measured by this pipeline {where} unless it is labelled "
         "*published*; published numbers come from `src/visprompt/published/` with their source and a confirmed/unconfirmed flag.",
         "",
-        "## Reports",
-        "",
     ]
+    lines += verdict_lines(load_claims(root) if claims is None else claims, "real" if paper else "mini")
+    lines += ["## Reports", ""]
     for paper, (title, nb) in PAPERS.items():
         d = root / paper
         links = []
@@ -140,8 +183,11 @@ def _to_html(md: str) -> str:
 
 
 def write_index(params: dict, root: Path = REPORTS) -> dict:
-    md = build_index_markdown(params, root)
+    """``index.md``, ``index.html`` and ``claims.json`` (every paper's verdict records, one list)."""
+    claims = load_claims(root)
+    md = build_index_markdown(params, root, claims)
     root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "claims.json", claims)
     (root / "index.md").write_text(md)
     (root / "index.html").write_text(_to_html(md))
-    return {"index": str(root / "index.md"), "total_stage_time_s": round(sum(t for _, t in stage_times(root / "metrics")), 1)}
+    return {"index": str(root / "index.md"), "claims": str(root / "claims.json"), "n_claims": len(claims), "total_stage_time_s": round(sum(t for _, t in stage_times(root / "metrics")), 1)}

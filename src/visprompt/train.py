@@ -89,25 +89,26 @@ class Recipe:
 
 
 def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): warmup, then cosine to zero."""
+    """Learning rate for optimizer step ``step`` (0-based): warmup, then cosine to zero.
+
+    The warmup (``warmup_steps``, or ``warmup_epochs`` which may be fractional) always ramps per
+    optimizer step, or holds ``warmup_lr``; the cosine that follows runs per step or per epoch
+    (``step_per``), from the first step (epoch) after the warmup. A per-epoch ramp over one warmup
+    epoch would already be at full lr in that epoch.
+    """
     base = recipe.actual_lr
-    if recipe.step_per == "epoch":
-        t, total = step // steps_per_epoch, recipe.epochs
-        warm = math.ceil(recipe.warmup_steps / steps_per_epoch) if recipe.warmup_steps else round(recipe.warmup_epochs)
-    else:
-        t, total = step, recipe.epochs * steps_per_epoch
-        warm = recipe.warmup_steps or round(recipe.warmup_epochs * steps_per_epoch)
-    warm = min(warm, total - 1) if total > 1 else 0
-    if t < warm:
-        if recipe.warmup_lr is not None:
-            return recipe.warmup_lr
-        # the ramp is per optimizer step even when the schedule is per epoch: a per-epoch ramp
-        # over one warmup epoch would already be at full lr in that epoch
-        ramp = warm * steps_per_epoch if recipe.step_per == "epoch" else warm
-        return base * (step + 1) / ramp
+    total_steps = recipe.epochs * steps_per_epoch
+    warm = recipe.warmup_steps or round(recipe.warmup_epochs * steps_per_epoch)
+    warm = min(warm, total_steps - 1) if total_steps > 1 else 0
+    if step < warm:
+        return recipe.warmup_lr if recipe.warmup_lr is not None else base * (step + 1) / warm
     if recipe.schedule == "constant":
         return base
-    progress = (t - warm) / max(1, total - warm)
+    if recipe.step_per == "epoch":
+        start = math.ceil(warm / steps_per_epoch)
+        progress = max(0, step // steps_per_epoch - start) / max(1, recipe.epochs - start)
+    else:
+        progress = (step - warm) / max(1, total_steps - warm)
     return base * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

@@ -10,13 +10,16 @@ small ``<name>.json`` manifest (classes, counts, factors, what was held out).
   loss). Both leave out :data:`HELD_OUT` entirely, so CoOp-mini's "new" classes are genuinely new.
 * **VTAB-mini / FGVC-mini** (``vtab``, ``fgvc``): 800 train / 200 val / test, for the tiny ViT.
 * **VP-mini** (``vp``): named classification datasets for the tiny CLIP.
-* **CoOp-mini** (``coop``): named datasets whose first half of classes (base) are seen upstream
-  as combinations and whose second half (new) are not; style-shifted copies of ``objects`` for
-  domain generalisation; ``probe`` sets measure zero-shot accuracy on single factors.
+* **CoOp-mini** (``coop``): named datasets of ``shape × factor`` classes whose base half and new
+  half share no shape and no factor value (the values that tell new classes apart were never
+  discriminative among base classes), every class seen upstream as a combination (as CLIP has
+  seen ImageNet's new classes on the web); style-shifted copies of ``objects`` for domain
+  generalisation; ``probe`` sets measure zero-shot accuracy on single factors.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -150,15 +153,22 @@ def _fgvc_tasks(sizes: dict) -> list:
     ]
 
 
-# Robustness copies of the VP-mini test sets: same classes, another rendering style.
-VP_SHIFTS = {"vp-shapes": "cartoon", "vp-patterns": "shaded", "vp-counts": "sketch", "vp-sensor": "flat"}
+# Robustness copies of the VP-mini test sets: same classes, another rendering style (and, where a
+# style alone left zero-shot CLIP as accurate as on the source, a cluttered background too: a
+# shift must make the task harder, docs/mini_world.md). Name suffix = the style.
+VP_SHIFTS = {
+    "vp-shapes": ("sketch", {}),
+    "vp-patterns": ("sensor", {"background": ("textured",)}),
+    "vp-counts": ("cartoon", {"background": ("textured",)}),
+    "vp-sensor": ("sketch", {}),
+}
 
 
 def _vp_tasks(sizes: dict) -> list:
     tasks = _vp_sources(sizes)
     for t in list(tasks):
-        style = VP_SHIFTS[t.name]
-        space = {**t.space, "style": (style,)}
+        style, extra = VP_SHIFTS[t.name]
+        space = {**t.space, **extra, "style": (style,)}
         template = t.template.replace("noisy photo", "photo")
         tasks.append(MiniTask(f"{t.name}-{style}", "vp", "style-shift", f"{t.analog} ({style} copy)", t.classes, t.classnames, {"test": sizes["test"]}, space=space, template=template, asks=t.asks))
     return tasks
@@ -183,13 +193,25 @@ def _vp_sources(sizes: dict) -> list:
     ]
 
 
-def _pair_classes(shapes, factor: str, values, held: set) -> tuple[list, list]:
-    """Base classes (seen upstream) then new classes (held out), for ``shape x factor`` pairs."""
-    base, new = [], []
-    for s in shapes:
-        for v in values:
-            (new if (s, v) in held else base).append({"shape": s, factor: v})
-    return base, new
+def disjoint_halves(shapes, factor: str, values, k_shapes: int = 4, k_values: int = 2) -> tuple[list, list]:
+    """Base and new classes of a CoOp-mini dataset: ``A × VA`` then ``B × VB``.
+
+    The first shapes ``A`` and values ``VA`` (in vocabulary order) whose every combination is seen
+    upstream, then the first disjoint ``B`` and ``VB`` likewise. Disjoint values are what lets
+    CoOp's context overfit the base half (it only ever learns to separate the base values), and
+    seen combinations keep zero-shot CLIP strong on the new half, as in the papers' regime.
+    """
+    held = HELD_OUT[factor]
+    seen = lambda ss, vs: all((s, v) not in held for s in ss for v in vs)  # noqa: E731
+    for A in itertools.combinations(shapes, k_shapes):
+        for VA in itertools.combinations(values, k_values):
+            if not seen(A, VA):
+                continue
+            for B in itertools.combinations([s for s in shapes if s not in A], k_shapes):
+                for VB in itertools.combinations([v for v in values if v not in VA], k_values):
+                    if seen(B, VB):
+                        return [{"shape": s, factor: v} for s in A for v in VA], [{"shape": s, factor: v} for s in B for v in VB]
+    raise ValueError(f"no disjoint base/new halves for {factor} over {shapes}")
 
 
 def _coop_tasks(sizes: dict) -> list:
@@ -203,30 +225,26 @@ def _coop_tasks(sizes: dict) -> list:
             MiniTask(name, "coop", group, analog, classes, [namer(c) for c in classes], {k: v * n for k, v in splits.items()}, space=space or {}, template=template, asks=asks)
         )
 
-    colours4 = lambda i: [COLOUR_NAMES[(i + k) % 12] for k in (3, 5, 7, 9)]  # noqa: E731 - 2 held out, 2 seen
-    b, n = [], []
-    for i in range(5):
-        bb, nn = _pair_classes([SHAPES[i]], "colour", colours4(i), HELD_OUT["colour"])
-        b, n = b + bb, n + nn
+    b, n = disjoint_halves(SHAPES[:8], "colour", COLOUR_NAMES)
     add("objects", "ImageNet / Caltech101", b, n, lambda c: f"{c['colour']} {c['shape']}", "a photo of a {}.", ("colour", "shape"), space={"pattern": ("solid", "striped", "dotted")})
-    b, n = _pair_classes(SHAPES[5:10], "pattern", NON_SOLID, HELD_OUT["pattern"])
+    b, n = disjoint_halves(SHAPES, "pattern", NON_SOLID)
     add("textures", "DTD", b, n, lambda c: f"{c['pattern']} {c['shape']}", "a photo of a {}.", ("pattern", "shape"), space={"size": ("large",)})
-    b, n = _pair_classes(SHAPES[:5], "count", (2, 3, 4, 5), HELD_OUT["count"])
+    b, n = disjoint_halves(SHAPES, "count", (2, 3, 4, 5))
     add("counts", "FGVCAircraft (hard)", b, n, lambda c: f"{COUNT_WORDS[c['count']]} {plural(c['shape'])}", "a photo of {}.", ("count", "shape"), space={"size": ("medium",)})
-    b, n = _pair_classes(SHAPES[6:11], "background", BACKGROUNDS, HELD_OUT["background"])
+    b, n = disjoint_halves(SHAPES, "background", BACKGROUNDS)
     add("scenes", "SUN397", b, n, lambda c: f"{c['shape']} on a {c['background']} background", "a photo of a {}.", ("background", "shape"))
-    b, n = [], []
-    for i in range(7, 12):
-        bb, nn = _pair_classes([SHAPES[i]], "colour", colours4(i), HELD_OUT["colour"])
-        b, n = b + bb, n + nn
+    b, n = disjoint_halves(SHAPES[4:], "colour", COLOUR_NAMES)
     add("sensor", "EuroSAT", b, n, lambda c: f"{c['colour']} {c['shape']}", "a noisy photo of a {}.", ("colour", "shape"), space={"style": ("sensor",), "pattern": ("solid",)})
 
     # Domain generalisation: test-only copies of `objects` in shifted styles (ImageNet-V2/-S/-A/-R).
     objects = tasks[0]
     test_only = {"test": sizes["test"] * objects.num_classes}
+    # Each as the real copy differs from ImageNet: -V2 a re-collection with busier backgrounds,
+    # smaller and more rotated objects; -Sketch mostly grey drawings (a style CLIP never saw
+    # upstream); -A adversarially cluttered; -R renditions (cartoons).
     shifts = {
-        "objects-v2": ("ImageNet-V2", {}),
-        "objects-sketch": ("ImageNet-Sketch", {"style": ("sketch",)}),
+        "objects-v2": ("ImageNet-V2", {"background": ("noisy", "textured"), "size": ("small", "medium"), "rotation": (-45.0, 45.0)}),
+        "objects-sketch": ("ImageNet-Sketch", {"style": ("pencil",)}),
         "objects-a": ("ImageNet-A", {"background": ("textured",), "size": ("small",), "rotation": (-90.0, 90.0)}),
         "objects-r": ("ImageNet-R", {"style": ("cartoon",)}),
     }

@@ -26,6 +26,7 @@ import pandas as pd
 
 from .. import report
 from . import _common as C
+from . import claims as K
 
 LABELS = {"zeroshot": "CLIP (zero-shot)", "rpo": "RPO", "coop": "CoOp", "cocoop": "CoCoOp", "clip_linear_probe": "Linear probe"}
 PUB_NAMES = {
@@ -198,8 +199,11 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     text = claims_text(claims, C.measured_label(params))
     if pub_note:
         text += f"\nNote: {pub_note}."
-    files.update({k: f"{out_dir}/{k}.md" for k in ("base2new", "dg", "params")})
-    return {"base2new": b2n, "dg": dg_df, "variance_figure": variance_figure, "shots_figure": shots_figure, "params": params_df,
+    verdicts = K.rpo_claims(params, metrics, runs, b2n_stats, dg_stats, claims, pub_rows, analogs)
+    claims_table = K.write_claims(verdicts, out_dir, C.measured_label(params))
+    files.update({k: f"{out_dir}/{k}.md" for k in ("base2new", "dg", "params", "claims")})
+    files["claims_json"] = f"{out_dir}/claims.json"
+    return {"claims_table": claims_table, "claims_list": verdicts, "base2new": b2n, "dg": dg_df, "variance_figure": variance_figure, "shots_figure": shots_figure, "params": params_df,
             "variance": var_stats, "claims": claims, "claims_text": text, "files": files, "published_note": pub_note}
 
 
@@ -357,7 +361,8 @@ def _run(params, runs, method):
 
 def compute_claims(params, runs, b2n_stats, dg_stats, var, pub_rows) -> dict:
     rpo = _run(params, runs, "rpo")
-    claims: dict = {"variance": {}, "hm": {}, "dg": {}}
+    claims: dict = {"variance": {}, "hm": {}, "dg": {}, "labels": {r: _label(params, r) for r in runs},
+                    "main_runs": {m: _run(params, runs, m) for m in LABELS}}
     # variance across seeds: RPO vs each prompt baseline at every (dataset, shots)
     if rpo and len(var):
         mine = var[var["run"] == rpo].set_index(["dataset", "shots"])
@@ -378,20 +383,23 @@ def compute_claims(params, runs, b2n_stats, dg_stats, var, pub_rows) -> dict:
         claims["variance"]["rpo_lowest"] = {"count": sum(v for _, v in lowest), "of": len(lowest)}
         const = trained[(trained["n"] > 1) & (trained["std"] == 0)]
         claims["variance"]["constant"] = [(C.registered(params, "rpo", r.run), r.dataset, int(r.shots)) for r in const.itertuples()]
-    # base-to-new HM (average row)
+    # base-to-new HM (average row), per run: an ablation run aliases its method and must not replace it
     for run, st in b2n_stats.items():
         a = st["Average"]
         if a["n"]:
-            claims["hm"][C.registered(params, "rpo", run)] = {"base": a["base"][0], "new": a["new"][0], "hm": a["hm"][0], "mean_hm": a["mean_hm"], "n": a["n"], "of": a["of"]}
-    paper_hm = {}
+            claims["hm"][run] = {"base": a["base"][0], "new": a["new"][0], "hm": a["hm"][0], "mean_hm": a["mean_hm"], "n": a["n"], "of": a["of"]}
+    # the paper's base-to-new averages: method -> metric -> (value, confirmed, hm convention)
+    paper_b2n: dict = {}
     for m in ("zeroshot", "coop", "cocoop", "rpo"):
-        r = next((r for r in published_for(pub_rows, m, "base2new") if _metric_is(r, "hm") and _is_average(r.get("dataset", ""))), None)
-        if r:
-            paper_hm[m] = (float(r["value"]), C.is_confirmed(r), r.get("hm_convention"))
-    claims["hm_paper"] = paper_hm
+        for metric in ("base", "new", "hm"):
+            r = next((r for r in published_for(pub_rows, m, "base2new") if _metric_is(r, metric) and _is_average(r.get("dataset", ""))), None)
+            if r:
+                paper_b2n.setdefault(m, {})[metric] = (float(r["value"]), C.is_confirmed(r), r.get("hm_convention"))
+    claims["b2n_paper"] = paper_b2n
+    claims["hm_paper"] = {m: v["hm"] for m, v in paper_b2n.items() if "hm" in v}
     for run, st in dg_stats.items():
         if not math.isnan(st.get("target_avg", math.nan)):
-            claims["dg"][C.registered(params, "rpo", run)] = st["target_avg"]
+            claims["dg"][run] = st["target_avg"]
     # the paper's DG target average, computed from its per-target rows
     dg_targets = list(((params.get("rpo") or {}).get("dg") or {}).get("targets") or [])
     if dg_targets:
@@ -414,6 +422,7 @@ def compute_claims(params, runs, b2n_stats, dg_stats, var, pub_rows) -> dict:
 
 def claims_text(claims: dict, label: str = "mini") -> str:
     lines = []
+    run_label = lambda run: (claims.get("labels") or {}).get(run) or LABELS.get(run, run)  # noqa: E731
     v = claims["variance"]
     for other in ("coop", "cocoop", "clip_linear_probe"):
         if other in v and v[other]["of"]:
@@ -431,11 +440,12 @@ def claims_text(claims: dict, label: str = "mini") -> str:
     if hm:
         ranked = sorted(hm.items(), key=lambda kv: -kv[1]["hm"])
         lines.append(f"Base-to-new average ({label}; HM of the average base and new): " + ", ".join(
-            f"{LABELS.get(m, m)} B {s['base']:.1f} / N {s['new']:.1f} / HM {s['hm']:.1f}" for m, s in ranked) + ".")
-        if "rpo" in hm and len(hm) > 1:
-            r = hm["rpo"]["hm"]
-            below = [f"{LABELS.get(m, m)} ({s['hm']:.1f})" for m, s in hm.items() if m != "rpo" and s["hm"] < r]
-            above = [f"{LABELS.get(m, m)} ({s['hm']:.1f})" for m, s in hm.items() if m != "rpo" and s["hm"] >= r]
+            f"{run_label(m)} B {s['base']:.1f} / N {s['new']:.1f} / HM {s['hm']:.1f}" for m, s in ranked) + ".")
+        main = (claims.get("main_runs") or {}).get("rpo") or "rpo"
+        if main in hm and len(hm) > 1:
+            r = hm[main]["hm"]
+            below = [f"{run_label(m)} ({s['hm']:.1f})" for m, s in hm.items() if m != main and s["hm"] < r]
+            above = [f"{run_label(m)} ({s['hm']:.1f})" for m, s in hm.items() if m != main and s["hm"] >= r]
             s = f"Better HM? RPO's average HM ({r:.1f}) is " + ("higher than " + ", ".join(below) if below else "")
             s += ("; " if below and above else "") + ("not higher than " + ", ".join(above) if above else "") + "."
             lines.append(s)
@@ -453,7 +463,7 @@ def claims_text(claims: dict, label: str = "mini") -> str:
                      + " points; the published table has no CoOp/CoCoOp std to compare with.")
     if claims["dg"]:
         d = claims["dg"]
-        lines.append(f"Domain generalisation, average over target {'copies' if label == 'mini' else 'datasets'} ({label}): " + ", ".join(f"{LABELS.get(m, m)} {val:.1f}" for m, val in sorted(d.items(), key=lambda kv: -kv[1])) + ".")
+        lines.append(f"Domain generalisation, average over target {'copies' if label == 'mini' else 'datasets'} ({label}): " + ", ".join(f"{run_label(m)} {val:.1f}" for m, val in sorted(d.items(), key=lambda kv: -kv[1])) + ".")
     if claims.get("dg_paper"):
         d = claims["dg_paper"]
         lines.append("Paper (published" + ("" if all(c for _, c in d.values()) else ", unconfirmed") + "), average over the matching target datasets: "

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .. import report
 from . import _common as C
+from . import claims as K
 
 # registered method -> (short label, names the paper / published table may use)
 MAIN = {
@@ -73,6 +74,15 @@ def average_stats(by_task: dict, tasks) -> dict:
     common = set.intersection(*(set(by_task[t]) for t in present))
     _, std, _ = C.stats([np.mean([by_task[t][s] for t in present]) for s in common])
     return {"mean": mean, "std": std, "n": len(present), "of": len(tasks)}
+
+
+def drop_stats(measured: dict, shifted: dict, tasks) -> dict:
+    """method -> {'by_task': task -> {seed: test − shifted test}, 'avg': average_stats of those}."""
+    out = {}
+    for m in measured:
+        d = {t: {s: measured[m][t][s] - shifted[m][t][s] for s in measured[m].get(t, {}) if s in shifted[m].get(t, {})} for t in tasks}
+        out[m] = {"by_task": d, "avg": average_stats(d, tasks)}
+    return out
 
 
 def _fmt_avg(st: dict) -> str:
@@ -129,6 +139,8 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     mains = [(m, r) for m, r in mains if r is not None]  # methods in params (or measured)
     measured = {m: seed_values(metrics.get(r)) for m, r in mains}
     shifted = {m: seed_values(metrics.get(r), "shifted_test_top1") for m, r in mains}
+    averages = {m: average_stats(measured[m], tasks) for m in measured}
+    drops = drop_stats(measured, shifted, tasks)
     L = C.measured_label(params)
 
     # main table: datasets x methods, measured beside published
@@ -138,16 +150,16 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
         row = {"dataset": t, "analogue of (paper dataset)": "–" if avg else (analogs.get(t) or "–")}
         for m, _ in mains:
             lab = MAIN[m][0]
-            row[f"{lab} ({L})"] = _fmt_avg(average_stats(measured[m], tasks)) if avg else C.fmt_values(list(measured[m].get(t, {}).values()))
+            row[f"{lab} ({L})"] = _fmt_avg(averages[m]) if avg else C.fmt_values(list(measured[m].get(t, {}).values()))
             if m in PAPER_METHODS or published_for(pub_rows, m):
                 row[f"{lab} (published)"] = published_cell(published_for(pub_rows, m), analogs.get(t), average=avg)
         rows.append(row)
     main = C.save_table(pd.DataFrame(rows), out_dir, "main")
 
     ablation, abl_info = _ablation(params, metrics, tasks, out_dir, files, plt)
-    robustness = _robustness(mains, measured, shifted, tasks, out_dir, L)
+    robustness = _robustness(mains, averages, shifted, drops, tasks, out_dir, L)
     prompt_figure = _prompt_figure(params, metrics, mains, tasks, metrics_root, out_dir, files, plt)
-    claims = compute_claims(measured, shifted, tasks, pub_rows, analogs, abl_info)
+    claims = compute_claims(measured, drops, tasks, pub_rows, analogs, abl_info)
     try:
         from ..published import visual_prompting as published
 
@@ -157,8 +169,11 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     text = claims_text(claims, L)
     if pub_note:
         text += f"\nNote: {pub_note}."
-    files.update({k: f"{out_dir}/{k}.md" for k in ("main", "ablation", "robustness")})
-    return {"main": main, "ablation": ablation, "ablation_figure": abl_info["figure"], "robustness": robustness,
+    verdicts = K.vp_claims(params, metrics, tasks, dict(mains), measured, shifted, averages, drops, claims, pub_rows, analogs)
+    claims_table = K.write_claims(verdicts, out_dir, L)
+    files.update({k: f"{out_dir}/{k}.md" for k in ("main", "ablation", "robustness", "claims")})
+    files["claims_json"] = f"{out_dir}/claims.json"
+    return {"claims_table": claims_table, "claims_list": verdicts, "main": main, "ablation": ablation, "ablation_figure": abl_info["figure"], "robustness": robustness,
             "prompt_figure": prompt_figure, "claims": claims, "claims_text": text, "files": files, "published_note": pub_note}
 
 
@@ -205,10 +220,10 @@ def _ablation(params, metrics, tasks, out_dir, files, plt):
     C.save_table(df, out_dir, "ablation")
     g = pd.DataFrame(grid)
     info = {"seed": seed, "grid": g}
-    if len(g) and g["average"].notna().any():
+    piv = g.pivot_table(index="design", columns="prompt size", values="average", aggfunc="mean") if len(g) and g["average"].notna().any() else None
+    if piv is not None and piv.size:  # a run without a known prompt size has no cell in the heatmap
         import seaborn as sns
 
-        piv = g.pivot_table(index="design", columns="prompt size", values="average", aggfunc="mean")
         piv = piv.reindex([d for d in order if d in piv.index])
         fig, ax = plt.subplots(figsize=(1.2 + 0.7 * piv.shape[1], 0.8 + 0.5 * piv.shape[0]))
         sns.heatmap(piv, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 8})
@@ -221,15 +236,13 @@ def _ablation(params, metrics, tasks, out_dir, files, plt):
     return df, info
 
 
-def _robustness(mains, measured, shifted, tasks, out_dir, L: str = "mini"):
+def _robustness(mains, averages, shifted, drops, tasks, out_dir, L: str = "mini"):
     rows = []
     for m, _ in mains:
-        st, ss = average_stats(measured[m], tasks), average_stats(shifted[m], tasks)
-        drops = {t: {s: measured[m][t][s] - shifted[m][t][s] for s in measured[m].get(t, {}) if s in shifted[m].get(t, {})} for t in tasks}
-        sd = average_stats(drops, tasks)
-        row = {"method": MAIN[m][0], f"test ({L})": _fmt_avg(st), f"shifted test ({L})": _fmt_avg(ss), f"drop, points ({L})": _fmt_avg(sd)}
+        ss = average_stats(shifted[m], tasks)
+        row = {"method": MAIN[m][0], f"test ({L})": _fmt_avg(averages[m]), f"shifted test ({L})": _fmt_avg(ss), f"drop, points ({L})": _fmt_avg(drops[m]["avg"])}
         for t in tasks:
-            row[f"drop {t}"] = C.fmt_values(list(drops[t].values()))
+            row[f"drop {t}"] = C.fmt_values(list(drops[m]["by_task"][t].values()))
         rows.append(row)
     return C.save_table(pd.DataFrame(rows), out_dir, "robustness")
 
@@ -291,7 +304,10 @@ def _paper_compare(pub_rows, a, b) -> dict | None:
     common = [k for k in pa if k in pb]
     if not common:
         return None
+    ra = {C.norm(r["dataset"]): r for r in published_for(pub_rows, a)}
+    rb = {C.norm(r["dataset"]): r for r in published_for(pub_rows, b)}
     return {"wins": [pa[k][0] for k in common if pa[k][1] > pb[k]], "of": [pa[k][0] for k in common],
+            "pairs": {pa[k][0]: (ra[k], rb[k]) for k in common},
             "unconfirmed": _unconfirmed_tag([r for r in published_for(pub_rows, a) + published_for(pub_rows, b) if C.norm(r["dataset"]) in common])}
 
 
@@ -300,17 +316,11 @@ def _unconfirmed_tag(rows) -> str:
     return "" if n == 0 else (", unconfirmed" if n == len(rows) else ", partly unconfirmed")
 
 
-def compute_claims(measured, shifted, tasks, pub_rows, analogs, abl_info) -> dict:
+def compute_claims(measured, drops, tasks, pub_rows, analogs, abl_info) -> dict:
     claims = {}
     for other in ("zeroshot", "logistic_probe", "clip_finetune"):
         claims[f"vp_vs_{other}"] = {"mini": _mini_compare(measured, "vp_pad", other, tasks), "paper": _paper_compare(pub_rows, "vp_pad", other)}
-    drops = {}
-    for m in measured:
-        d = {t: {s: measured[m][t][s] - shifted[m][t][s] for s in measured[m].get(t, {}) if s in shifted[m].get(t, {})} for t in tasks}
-        st = average_stats(d, tasks)
-        if st["n"]:
-            drops[MAIN[m][0]] = st["mean"]
-    claims["robustness_drop"] = drops
+    claims["robustness_drop"] = {MAIN[m][0]: d["avg"]["mean"] for m, d in drops.items() if d["avg"]["n"]}
     g = abl_info.get("grid")
     if g is not None and len(g) and g["average"].notna().any():
         best = g.loc[g["average"].idxmax()]

@@ -22,11 +22,13 @@ Conventions
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
 from .. import report
 from . import _common as C
+from . import claims as K
 
 GROUPS = ("fgvc", "natural", "specialized", "structured")
 GROUP_LABEL = {"fgvc": "FGVC", "natural": "Natural", "specialized": "Specialized", "structured": "Structured"}
@@ -216,7 +218,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
         label = method_label(params, run, metrics)
         pub = published_lookup(pub_rows, params, run, metrics)
         row = {"method": label}
-        numeric[run] = {"label": label, "tasks": {t: C.stats(v.values()) for t, v in by_task.items()}, "groups": {}}
+        numeric[run] = {"label": label, "by_task": by_task, "tasks": {t: C.stats(v.values()) for t, v in by_task.items()}, "groups": {}}
         for g in GROUPS:
             st = group_stats(by_task, group_tasks[g])
             numeric[run]["groups"][g] = st
@@ -249,9 +251,30 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     text = claims_text(claims, n_tasks, backbone, L)
     if pub_note:
         text += f"\nNote: {pub_note}."
+    verdicts = K.vpt_claims(params, metrics, numeric, claims, pub_rows, tasks, groups)
+    claims_table = K.write_claims(verdicts, out_dir, L)
+    deviations = deviations_from_paper(params)
+    (Path(out_dir) / "deviations.md").write_text("# Deviations from the paper\n\n" + "".join(f"- {d}\n" for d in deviations))
+    files.update({"claims": f"{out_dir}/claims.md", "claims_json": f"{out_dir}/claims.json", "deviations": f"{out_dir}/deviations.md"})
     figure = _figure(plt, fig_rows, out_dir, files, L)
-    return {"table1": table1, "per_task": per_task, "claims": claims, "claims_text": text, "figure": figure,
-            "files": files, "published_note": pub_note, "backbone_params": backbone, "group_of_task": groups}
+    return {"claims_table": claims_table, "claims_list": verdicts, "table1": table1, "per_task": per_task, "claims": claims, "claims_text": text,
+            "deviations": deviations, "figure": figure, "files": files, "published_note": pub_note, "backbone_params": backbone, "group_of_task": groups}
+
+
+def deviations_from_paper(params: dict) -> list:
+    """Stated deviations of this replication from the VPT paper, described from the code itself."""
+    import inspect
+
+    from ..methods import vit_baselines
+
+    width = C.run_cfg(params, "vpt", "sidetune").get("width", inspect.signature(vit_baselines.sidetune).parameters["width"].default)
+    dim = ((params.get("backbones") or {}).get("vit") or {}).get("embed_dim", "d")
+    return [
+        "Sidetune: the side network is a small conv net, randomly initialised and trained from scratch together with the gate and the head "
+        f"(three stride-2 convs, 5×5 then 3×3 then 3×3, with 3→{width}→{2 * width}→{4 * width} channels and ReLU; global average pooling; "
+        f"Linear({4 * width} → {dim})), not the reference's AlexNet features → Linear(9216 → 768): no ImageNet AlexNet weights exist "
+        "offline or in the mini world (methods/vit_baselines.py, SideNetwork).",
+    ]
 
 
 def _run_for(params: dict, method: str, metrics: dict) -> str | None:
@@ -267,7 +290,7 @@ def _compare(numeric: dict, a: str | None, b: str | None, tasks) -> dict | None:
     common = [t for t in tasks if t in ta and t in tb and ta[t][2] and tb[t][2]]
     ge = [t for t in common if ta[t][0] >= tb[t][0]]
     gt = [t for t in common if ta[t][0] > tb[t][0]]
-    return {"ge": len(ge), "gt": len(gt), "of": len(common), "not_ge": [t for t in common if t not in ge]}
+    return {"ge": len(ge), "gt": len(gt), "of": len(common), "not_ge": [t for t in common if t not in ge], "tasks": common}
 
 
 def _paper_compare(pub_rows: list, a: str, b: str) -> dict | None:
@@ -320,6 +343,7 @@ def compute_claims(params: dict, metrics: dict, numeric: dict, pub_rows: list, t
         if cands:
             best[g] = max(cands)[1]
     claims["best_per_group_mini"] = best
+    claims["main_runs"] = {"vpt_deep": deep, "full": full, "linear": linear}
     return claims
 
 
