@@ -231,6 +231,23 @@ def test_linear_and_mlp_encode_frozen_matches_forward():
         assert model.encode_frozen(x).shape == (4, D) and not model.encode_frozen(x).requires_grad
 
 
+def test_partial_cached_tokens_train_like_the_uncached_forward():
+    """Partial-k caches the frozen blocks' output: same logits, and the same gradients on the
+    trainable blocks whether a step starts from images or from the cached tokens."""
+    torch.manual_seed(0)
+    model = create_method("partial", tiny_vit(), C, k=1).eval()
+    x, y = images(4), torch.arange(4) % C
+    tokens = model.encode_frozen(x)
+    assert not tokens.requires_grad and tokens.dim() == 3
+    grads = []
+    for logits in (model(x), model.forward_head(tokens)):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert torch.equal(model(x), model.forward_head(tokens))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
 def test_sidetune_gate_starts_even():
     model = create_method("sidetune", tiny_vit(), C)
     assert model.alpha.item() == 0.0 and "alpha" in model.no_weight_decay()

@@ -139,8 +139,8 @@ def mlp(backbone, num_classes: int, k: int = 3, dropout: float = 0.1):
 class PartialViT(ViTClassifier):
     """The last ``k`` blocks, the final norm and the head train; earlier blocks are frozen.
 
-    The frozen blocks run without autograd (nothing before them trains), so training costs only
-    the last ``k`` blocks' backward pass.
+    The frozen blocks run without autograd (nothing before them trains) and, without augmentation,
+    only once per dataset (``encode_frozen``), so a step costs the last ``k`` blocks alone.
     """
 
     def __init__(self, backbone, num_classes: int, k: int = 1):
@@ -162,16 +162,24 @@ class PartialViT(ViTClassifier):
     def trainable_backbone_modules(self) -> list[nn.Module]:
         return list(self.backbone.blocks[len(self.backbone.blocks) - self.k :]) + _final_norm_modules(self.backbone)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def encode_frozen(self, images: torch.Tensor) -> torch.Tensor:
+        """Tokens after the frozen blocks ``(B, N, d)``: deterministic, so the training loop can
+        compute them once per dataset and each step runs only the last ``k`` blocks."""
         bb = self.backbone
-        first = len(bb.blocks) - self.k
-        with torch.no_grad():
-            x = embed_tokens(bb, images)
-            for block in bb.blocks[:first]:
-                x = block(x)
-        for block in bb.blocks[first:]:
+        x = embed_tokens(bb, images)
+        for block in bb.blocks[: len(bb.blocks) - self.k]:
             x = block(x)
-        return self.head(pool_tokens(bb, x))
+        return x
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        bb = self.backbone
+        for block in bb.blocks[len(bb.blocks) - self.k :]:
+            tokens = block(tokens)
+        return self.head(pool_tokens(bb, tokens))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.encode_frozen(images))
 
 
 @register_method("partial", family="vit", paper="vpt")
