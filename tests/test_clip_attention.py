@@ -8,6 +8,7 @@ state dicts; whole-model ``encode_image``/``encode_text``.
 
 import copy
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -208,3 +209,15 @@ def test_cuda_bf16_autocast_matches_open_clip(pair):
         assert _rel(new.encode_image(images).float(), ref.encode_image(images).float()) < 2e-2
         assert _rel(new.encode_text(tokens).float(), ref.encode_text(tokens).float()) < 2e-2
 
+
+def test_bench_runs_on_mini(tmp_path):
+    import json
+
+    from visprompt.bench import main
+
+    out = tmp_path / "bench.json"
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    res = main(["--mini", "--params", str(params), "--steps", "pretrain", "coop", "rpo_fast", "--batch", "2", "--repeats", "1", "--threads", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["seconds"]["pretrain"]["torch"] > 0 and saved["seconds"]["pretrain"]["sdpa"] > 0
+    assert "torch" not in saved["seconds"]["rpo_fast"] and res["seconds"]["coop"]["sdpa"] > 0

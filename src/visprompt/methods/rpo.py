@@ -21,8 +21,9 @@ Two implementations of the same function (``fast`` in the config):
   ``backbones/clip_attention.py``'s ClipAttention, whose projection and SDPA the fast path's
   helpers call too, so its original tokens are bit-identical to frozen CLIP's, and it gives the
   plain path's logits and prompt gradients to fp32 rounding
-  (tests/test_rpo.py). A training step costs about 1.27 frozen image forwards on ViT-B/16
-  (batch 8, K=24, 10 classes; ``python -m visprompt.bench_rpo``), against 3.3 for the plain path.
+  (tests/test_rpo.py). A training step costs about 1.3 frozen image forwards on ViT-B/16
+  (batch 8, K=24, 10 classes, CPU, one thread; ``python -m visprompt.bench_rpo``), against 2.8 for
+  the plain path (3.3 with nn.MultiheadAttention; ``python -m visprompt.bench``).
 
 Without autograd (evaluation) the text features are cached until the prompts or classes change.
 
