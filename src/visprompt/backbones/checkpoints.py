@@ -201,6 +201,8 @@ def load_open_clip(name: str, pretrained: str | os.PathLike | None = "openai", i
     """
     import open_clip
 
+    from .clip_attention import use_sdpa_attention
+
     if name not in open_clip.list_models():
         raise ConfigError(f"unknown open_clip model {name!r}; the papers use {', '.join(CLIP_MODELS)}")
     kwargs = {"precision": "fp32", "force_quick_gelu": True}
@@ -232,7 +234,7 @@ def load_open_clip(name: str, pretrained: str | os.PathLike | None = "openai", i
                 "expected OpenAI's checkpoint (TorchScript .pt) or a state dict in OpenAI/open_clip key layout for this architecture"
             ) from e
         weights = str(path) + (" (TorchScript)" if jit else "")
-    model = model.float().eval()
+    model = use_sdpa_attention(model.float().eval())  # the same attention path as create_clip's CLIPs
     pp = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = pp.get("size", model.visual.image_size)
     preprocess = {

@@ -17,6 +17,7 @@ import torch
 from open_clip.model import CLIP
 
 from ..errors import ConfigError
+from .clip_attention import use_sdpa_attention
 from .stem import check_stem, conv_stem
 
 HALF = (0.5, 0.5, 0.5)
@@ -76,7 +77,8 @@ class ClipConfig:
 
 
 def create_clip(cfg: ClipConfig | dict) -> CLIP:
-    """Build a CLIP in fp32, eval mode."""
+    """Build a CLIP in fp32, eval mode, its blocks on the contiguous-projection SDPA attention
+    (``clip_attention.py``; the parameter names are nn.MultiheadAttention's, so weights load unchanged)."""
     if isinstance(cfg, dict):
         cfg = ClipConfig.from_dict(cfg)
     if cfg.arch == "mini":
@@ -101,6 +103,7 @@ def create_clip(cfg: ClipConfig | dict) -> CLIP:
             model.visual.conv1 = conv_stem(cfg.vision_width, cfg.patch_size, bias=False)
     else:
         model = open_clip.create_model(cfg.arch, pretrained=cfg.pretrained, precision="fp32", **cfg.extra)
+    use_sdpa_attention(model)
     if cfg.weights:
         path = Path(cfg.weights)
         if not path.is_file():

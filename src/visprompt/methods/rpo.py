@@ -17,10 +17,13 @@ Two implementations of the same function (``fast`` in the config):
   and a step pushes only the K prompt rows of each class through the layers; (vision) the image
   tokens run without autograd, keeping each layer's keys/values from the same projection the
   block's attention uses (the last layer computes only those: its outputs are never read), and
-  only the K prompt rows are run with autograd. Its original tokens are bit-identical to frozen
-  CLIP's on CPU, and it gives the plain path's logits and prompt gradients to fp32 rounding
-  (tests/test_rpo.py). A training step costs about 1.27 frozen image forwards on ViT-B/16
-  (batch 8, K=24, 10 classes; ``python -m visprompt.bench_rpo``), against 3.3 for the plain path.
+  only the K prompt rows are run with autograd. RPO puts its CLIP's blocks on
+  ``backbones/clip_attention.py``'s ClipAttention, whose projection and SDPA the fast path's
+  helpers call too, so its original tokens are bit-identical to frozen CLIP's, and it gives the
+  plain path's logits and prompt gradients to fp32 rounding
+  (tests/test_rpo.py). A training step costs about 1.3 frozen image forwards on ViT-B/16
+  (batch 8, K=24, 10 classes, CPU, one thread; ``python -m visprompt.bench_rpo``), against 2.8 for
+  the plain path (3.3 with nn.MultiheadAttention; ``python -m visprompt.bench``).
 
 Without autograd (evaluation) the text features are cached until the prompts or classes change.
 
@@ -42,10 +45,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from ..backbones.clip import format_classname
+from ..backbones.clip_attention import ClipAttention, can_replace, merge_heads, use_sdpa_attention
 from ..errors import ConfigError
 from ..utils import freeze
 from .coop import check_text_tower, text_head, tokenize_fitting
@@ -61,9 +65,9 @@ RANDOM_INIT_STD = 0.02  # init='random': the std of CoOp's random context vector
 def _check_blocks(blocks, where: str) -> None:
     for blk in blocks:
         attn = getattr(blk, "attn", None)
-        if not isinstance(attn, nn.MultiheadAttention) or not attn.batch_first or not attn._qkv_same_embed_dim or attn.bias_k is not None:
+        if not isinstance(blk, ResidualAttentionBlock) or not (isinstance(attn, ClipAttention) or can_replace(attn)):
             raise ConfigError(
-                f"RPO needs open_clip's standard ResidualAttentionBlock (batch-first nn.MultiheadAttention) in the {where}; "
+                f"RPO needs open_clip's standard ResidualAttentionBlock (batch-first self-attention) in the {where}; "
                 f"got {type(blk).__name__}: use a plain CLIP such as ViT-B-16 or the mini CLIP"
             )
 
@@ -81,53 +85,27 @@ def check_rpo_clip(clip) -> None:
     _check_blocks(clip.transformer.resblocks, "text tower")
 
 
-def _project(blk, h: torch.Tensor, rows: slice, masked: bool) -> torch.Tensor:
-    """Rows ``rows`` of the block's input projection applied to ``h`` (B, N, D), in the layout
-    ``nn.MultiheadAttention`` itself uses: (B, N, .) for its native kernel, (N, B, .) for its
-    functional path (taken with a float mask), so the results are bit-identical to it on CPU."""
-    attn = blk.attn
-    w = attn.in_proj_weight[rows]
-    b = attn.in_proj_bias[rows] if attn.in_proj_bias is not None else None
-    if not masked:
-        return F.linear(h, w, b)
-    return F.linear(h.transpose(0, 1), w, b).transpose(0, 1)
-
-
 def frozen_block(blk, x: torch.Tensor, attn_mask: torch.Tensor | None = None):
     """One frozen block over the original tokens; returns ``(output, keys, values)``.
 
-    It does the arithmetic ``nn.MultiheadAttention`` itself would do -- its native kernel
-    (contiguous projection, softmax of pre-scaled scores, on CPU) when there is no mask, its
-    functional path (projection in (N, B, D) layout, SDPA) with a float mask -- so the original
-    tokens are bit-identical to frozen CLIP on CPU, while the keys and values come out of the same
-    projection instead of being computed a second time for the prompts.
+    The same arithmetic as the block's own forward with :class:`ClipAttention` (one projection,
+    SDPA), so the original tokens are bit-identical to frozen CLIP's, while the keys and values
+    come out of that projection instead of being computed a second time for the prompts. They are
+    returned contiguous: the prompts' attention reads them, and the queries' buffer is freed.
     """
     attn = blk.attn
-    B, N, D = x.shape
-    H = attn.num_heads
-    d = D // H
-    qkv = _project(blk, blk.ln_1(x), slice(None), attn_mask is not None)
-    q, k, v = (t.view(B, N, H, d).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
-    if attn_mask is None and x.device.type == "cpu":
-        # contiguous keys/values give the same bits here and serve the prompts' attention directly
-        k, v = k.contiguous(), v.contiguous()
-        o = torch.softmax((q * (1.0 / math.sqrt(d))) @ k.transpose(-2, -1), dim=-1) @ v
-    else:
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=None if attn_mask is None else attn_mask.to(q.dtype))
-    x = x + blk.ls_1(attn.out_proj(o.transpose(1, 2).reshape(B, N, D)))
+    q, k, v = attn.project(blk.ln_1(x))
+    o = attn.attend(q, k, v, attn_mask)
+    x = x + blk.ls_1(attn.out_proj(merge_heads(o)))
     x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-    return x, k, v
+    return x, k.contiguous(), v.contiguous()
 
 
 def frozen_kv(blk, x: torch.Tensor, attn_mask: torch.Tensor | None = None):
-    """Only the keys and values of a frozen block (bit-identical to :func:`frozen_block`'s)."""
-    B, N, D = x.shape
-    H = blk.attn.num_heads
-    kv = _project(blk, blk.ln_1(x), slice(D, None), attn_mask is not None)
-    k, v = (t.view(B, N, H, D // H).transpose(1, 2) for t in kv.chunk(2, dim=-1))
-    if attn_mask is None and x.device.type == "cpu":
-        k, v = k.contiguous(), v.contiguous()
-    return k, v
+    """Only the keys and values of a frozen block (bit-identical to :func:`frozen_block`'s; they do
+    not depend on ``attn_mask``, which is taken for symmetry with it)."""
+    k, v = blk.attn.project(blk.ln_1(x), "kv")
+    return k.contiguous(), v.contiguous()
 
 
 def frozen_pass(blocks, x: torch.Tensor, attn_mask: torch.Tensor | None = None, keep_states: bool = False):
@@ -158,22 +136,19 @@ def prompt_block(blk, p: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mas
     limits which original tokens they read.
     """
     attn = blk.attn
-    B, K, D = p.shape
-    H = attn.num_heads
-    bias = attn.in_proj_bias[:D] if attn.in_proj_bias is not None else None
-    d = D // H
-    q = F.linear(blk.ln_1(p), attn.in_proj_weight[:D], bias).view(B, K, H, d).transpose(1, 2)
+    q, = attn.project(blk.ln_1(p), "q")
     k, v = k.to(q.dtype), v.to(q.dtype)
     if q.device.type == "cpu":
         # K queries against N frozen keys: plain matmuls let autograd compute the queries' gradient
-        # only (the fused CPU kernel's backward also forms key/value gradients nobody needs)
-        s = (q * (1.0 / math.sqrt(d))) @ k.transpose(-2, -1)
+        # only (the fused CPU kernel's backward also forms key/value gradients nobody needs: 13.4 vs
+        # 8.5 ms a ViT-B/16 layer's attention, forward + backward, at batch 8, K=24, one thread)
+        s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)
         if key_mask is not None:
             s = s.masked_fill(~key_mask, float("-inf"))
         o = torch.softmax(s, dim=-1) @ v
     else:
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-    p = p + blk.ls_1(attn.out_proj(o.transpose(1, 2).reshape(B, K, D)))
+    p = p + blk.ls_1(attn.out_proj(merge_heads(o)))
     return p + blk.ls_2(blk.mlp(blk.ln_2(p)))
 
 
@@ -201,7 +176,8 @@ class RPO(nn.Module):
         if template.count("{}") != 1:
             raise ConfigError(f"rpo: template {template!r} must contain exactly one '{{}}' for the class name")
         check_rpo_clip(clip)
-        self.clip = freeze(clip).eval()
+        # one attention arithmetic for the plain path (the towers' forward) and the fast path's helpers
+        self.clip = freeze(use_sdpa_attention(clip)).eval()
         self.tokenizer = tokenizer
         self.template = template
         self.K = K

@@ -1,0 +1,205 @@
+"""Benchmark the CLIP users' steps with open_clip's ``nn.MultiheadAttention`` against :class:`ClipAttention`.
+
+The same CLIP (random weights: timing does not depend on them) is run with each attention path
+(``torch``: as open_clip builds it; ``sdpa``: as :func:`create_clip` builds it, see
+``backbones/clip_attention.py``), round-robin, one warm-up round first; it reports the median
+wall-clock seconds of ``--repeats`` rounds. Steps:
+
+* ``pretrain``: one contrastive step of ``pretrain_clip`` (image + text forward/backward, AdamW);
+* ``vp_pad``: one visual-prompting step (backprop through the frozen image tower to the input);
+* ``coop``: one CoOp step on cached image features (text tower forward/backward, 10 classes);
+* ``frozen``: a frozen image forward (zero-shot, feature caching);
+* ``rpo_plain`` / ``rpo_fast``: one RPO step (K=24 on ViT-B-16, 4 on the mini CLIP; 10 classes).
+  ``rpo_fast`` runs RPO's own helpers, which exist only with ClipAttention; its ``torch`` cell is
+  empty (the code before the switch: ``python -m visprompt.bench_rpo`` on an older commit).
+
+Usage::
+
+    python -m visprompt.bench --mini --threads 1            # the mini CLIP of params.yaml
+    python -m visprompt.bench --model ViT-B-16 --batch 8 --steps frozen rpo_plain rpo_fast --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from .backbones.clip import create_clip, encode_classnames, get_tokenizer
+from .backbones.clip_attention import use_torch_attention
+from .bench_rpo import CLASSNAMES, _time
+from .config import load_params, section
+from .methods import create_method
+from .methods.rpo import RPO
+from .utils import write_json
+
+ATTENTIONS = ("torch", "sdpa")
+STEPS = ("pretrain", "vp_pad", "coop", "frozen", "rpo_plain", "rpo_fast")
+MINI_BATCH = {"pretrain": 128, "vp_pad": 64, "coop": 32, "frozen": 64, "rpo_plain": 8, "rpo_fast": 8}  # params.yaml's
+CLASSES = [CLASSNAMES[i] for i in range(10)]
+
+
+def _images(clip, n: int) -> torch.Tensor:
+    size = clip.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _sgd(module) -> torch.optim.Optimizer:
+    return torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+
+
+def _pretrain(clip, tokenizer, batch: int):
+    """``pretrain_clip``'s step without the auxiliary factor heads."""
+    clip.train()
+    images = _images(clip, batch)
+    tokens = tokenizer([f"a photo of a {CLASSES[i % len(CLASSES)]} number {i}" for i in range(batch)])
+    opt = torch.optim.AdamW(clip.parameters(), lr=1e-4)
+    target = torch.arange(batch)
+
+    def step():
+        img = F.normalize(clip.encode_image(images), dim=-1)
+        txt = F.normalize(clip.encode_text(tokens), dim=-1)
+        logits = clip.logit_scale.exp() * img @ txt.t()
+        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _classifier_step(model, inputs: torch.Tensor, forward=None):
+    """A training step of a method: cross-entropy, backward, SGD."""
+    labels = torch.arange(inputs.shape[0]) % len(CLASSES)
+    model.train()
+    opt = _sgd(model)
+    forward = forward or model
+
+    def step():
+        loss = F.cross_entropy(forward(inputs), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _frozen(clip, tokenizer, batch: int):
+    images = _images(clip, batch)
+    text = encode_classnames(clip, tokenizer, CLASSES, "a photo of a {}.")
+
+    def step():
+        with torch.no_grad():
+            return clip.logit_scale.exp() * F.normalize(clip.encode_image(images), dim=-1) @ text.t()
+
+    return step
+
+
+def _rpo(clip, tokenizer, batch: int, fast: bool, attention: str):
+    model = RPO(clip, tokenizer, CLASSES, K=24 if clip.context_length == 77 else 4, fast=fast).train()
+    if attention == "torch":
+        use_torch_attention(model.clip)  # RPO switches its CLIP to ClipAttention; the plain path runs the towers
+    return _classifier_step(model, _images(clip, batch))
+
+
+def make_step(name: str, clip, tokenizer, batch: int, attention: str):
+    """A closure running one ``name`` step on ``clip`` (which it may train or wrap), or None if not applicable."""
+    if name == "pretrain":
+        return _pretrain(clip, tokenizer, batch)
+    if name == "vp_pad":
+        size = _images(clip, 1).shape[-1]
+        prompt_size = max(1, round(size * 30 / 224))  # the paper's 30 px on 224 px; params.yaml's 4 on the mini CLIP's 32
+        return _classifier_step(create_method("vp_pad", clip, tokenizer, CLASSES, prompt_size=prompt_size), _images(clip, batch))
+    if name == "coop":
+        model = create_method("coop", clip, tokenizer, CLASSES, n_ctx=4, ctx_init="a photo of a")
+        return _classifier_step(model, model.encode_frozen(_images(clip, batch)), model.forward_head)
+    if name == "frozen":
+        return _frozen(clip, tokenizer, batch)
+    if name in ("rpo_plain", "rpo_fast"):
+        if name == "rpo_fast" and attention == "torch":
+            return None
+        return _rpo(clip, tokenizer, batch, name == "rpo_fast", attention)
+    raise ValueError(f"unknown step {name!r}; choose from {STEPS}")
+
+
+def clip_config(model: str, params: str = "params.yaml") -> dict:
+    """The mini CLIP of ``params`` (``backbones.clip``, without its weights file), or an open_clip model name."""
+    if model == "mini":
+        return {k: v for k, v in section(load_params(params), "backbones")["clip"].items() if k != "weights"}
+    return {"arch": model, "pretrained": None}
+
+
+def run(model: str = "mini", steps=None, batch: int | None = None, repeats: int = 5, threads: int | None = None, params: str = "params.yaml") -> dict:
+    """Median seconds per step for each attention path: ``{"seconds": {step: {attention: s}}, ...}``."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if threads:
+        torch.set_num_threads(threads)
+    steps = list(steps or (("pretrain", "vp_pad", "coop", "frozen") if model == "mini" else ("frozen", "rpo_plain", "rpo_fast")))
+    cfg = clip_config(model, params)
+    torch.manual_seed(0)
+    base = create_clip(cfg)
+    tokenizer = get_tokenizer(cfg, base)
+    batches = {s: batch or (MINI_BATCH[s] if model == "mini" else 8) for s in steps}
+    fns = {}
+    for s in steps:
+        for attention in ATTENTIONS:
+            clip = copy.deepcopy(base)  # every step trains or wraps its own copy
+            if attention == "torch":
+                use_torch_attention(clip)
+            fn = make_step(s, clip, tokenizer, batches[s], attention)
+            if fn is not None:
+                fns[(s, attention)] = fn
+    t = _time(fns, repeats, torch.device("cpu"))
+    seconds = {s: {a: statistics.median(t["wall"][(s, a)]) for a in ATTENTIONS if (s, a) in fns} for s in steps}
+    return {
+        "model": model,
+        "clip": cfg,
+        "weights": "random init",
+        "batch": batches,
+        "repeats": repeats,
+        "torch_threads": torch.get_num_threads(),
+        "seconds": seconds,
+        "all_seconds": {f"{s}/{a}": v for (s, a), v in t["wall"].items()},
+    }
+
+
+def table(res: dict) -> str:
+    """The result as a Markdown table: seconds per step with each attention path, and the speed-up."""
+    lines = ["| step | batch | nn.MultiheadAttention (s) | ClipAttention (s) | speed-up |", "|---|---:|---:|---:|---:|"]
+    for s, v in res["seconds"].items():
+        before, after = v.get("torch"), v["sdpa"]
+        if before is None:
+            lines.append(f"| {s} | {res['batch'][s]} | - | {after:.4f} | - |")
+        else:
+            lines.append(f"| {s} | {res['batch'][s]} | {before:.4f} | {after:.4f} | {before / after:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m visprompt.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mini", action="store_true", help="the mini CLIP of --params (the default model)")
+    ap.add_argument("--model", default=None, help="an open_clip model name instead, e.g. ViT-B-16")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--steps", nargs="+", choices=STEPS, default=None)
+    ap.add_argument("--batch", type=int, default=None, help="one batch size for every step (default: params.yaml's for mini, 8 otherwise)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    ap.add_argument("--out", default=None, help="write the result as JSON here")
+    args = ap.parse_args(argv)
+    if args.mini and args.model:
+        ap.error("--mini and --model exclude each other")
+    res = run(args.model or "mini", args.steps, args.batch, args.repeats, args.threads, args.params)
+    print(f"{res['model']} CLIP, CPU, {res['torch_threads']} threads, median of {res['repeats']} interleaved repeats")
+    print(table(res))
+    if args.out:
+        write_json(args.out, res)
+    return res
+
+
+if __name__ == "__main__":
+    main()
