@@ -160,3 +160,34 @@ def test_random_init_ignores_the_special_tokens(bundle):
     assert rnd.visual_prompts.detach().std().item() == pytest.approx(RANDOM_INIT_STD, rel=0.3)
     with pytest.raises(Exception, match="init must be one of"):
         RPO(clip, tok, CLASSES, K=4, init="zeros")
+
+
+# --- subsample: the first N of train and val (VTAB-1k's rule, at the mini CPU budget) ----------------
+
+
+def _split(n, start=0):
+    import numpy as np
+
+    from visprompt.data.base import TensorImageDataset
+
+    images = np.arange(start, start + n, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
+    return TensorImageDataset(images, np.arange(n) % 3, CLASSES)
+
+
+def test_subsample_takes_the_first_images_and_the_final_run_their_union():
+    train, val = _split(10), _split(6, start=100)
+    a, b = experiments.first_n(train, 4), experiments.first_n(val, 2)
+    assert a.images[:, 0, 0, 0].tolist() == [0, 1, 2, 3] and b.images[:, 0, 0, 0].tolist() == [100, 101]
+    assert experiments.first_n(train, None) is train and experiments.first_n(train, 50) is train
+    both = experiments.concat(a, b)
+    assert both.images[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 100, 101] and both.labels.tolist() == [0, 1, 2, 0, 0, 1]
+
+
+@pytest.mark.parametrize("sizes", [{"train": 0}, {"train": "400"}, {"tran": 400}, [400, 100]])
+def test_bad_subsample_fails_before_any_work(sizes):
+    import yaml
+
+    params = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "params.yaml")))
+    params["vpt"]["subsample"] = sizes
+    with pytest.raises(experiments.ConfigError, match="vpt.subsample"):
+        experiments.check_method(params, "vpt", "linear")

@@ -354,12 +354,18 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
     bar = tqdm(total=len(tasks) * len(s["seeds"]), desc=f"{s['paper']}/{s['method']}", disable=not progress)
     for key in tasks:
         train, val, test = (load_data(params, key, sp, mean, std) for sp in ("train", "val", "test"))
+        sizes = section(params, s["paper"]).get("subsample")
+        if sizes:  # the first N of train and val, as VTAB-1k takes the first 800/200 (mini CPU budget)
+            train, val = first_n(train, sizes.get("train")), first_n(val, sizes.get("val"))
         classnames, n_cls = train.classnames, len(train.classnames)
-        fp_base = [s["method"], s["cfg"], s["recipe"], key, backbone_id(params, s["paper"]), s["code"]]
+        fp_base = [s["method"], s["cfg"], s["recipe"], key, backbone_id(params, s["paper"]), s["code"], *([sizes] if sizes else [])]
         sel = _select(params, store, s, key, key, train, val, backbone, n_cls, classnames, progress, fp_base)
         r_over, c_over = _split_point(sel["chosen"])
         final_split_ = final_split(params, s["paper"], key)
-        final = load_data(params, key, final_split_, mean, std) if final_split_ != "train" else train
+        if sizes and final_split_ == "train+val":
+            final = concat(train, val)
+        else:
+            final = load_data(params, key, final_split_, mean, std) if final_split_ != "train" else train
         evals = {"test": (test, None)}
         if key in shifted:
             evals["shifted_test"] = (load_data(params, shifted[key], "test", mean, std), None)
@@ -379,6 +385,18 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
             bar.update()
     bar.close()
     return results
+
+
+def first_n(data, n):
+    """The first ``n`` items of a split (all of it when ``n`` is None or not smaller)."""
+    return data if n is None or int(n) >= len(data) else data.subset(np.arange(int(n)))
+
+
+def concat(a, b):
+    """Two splits of one dataset as one (VPT's final runs train on train + val)."""
+    from .data.base import TensorImageDataset
+
+    return TensorImageDataset(np.concatenate([a.images, b.images]), np.concatenate([a.labels, b.labels]), a.classnames, a.mean, a.std, a.name)
 
 
 def _prompt_image(model, mean, std) -> list:
@@ -484,6 +502,8 @@ def check_method(params: dict, paper: str, method: str) -> dict:
     p = section(params, paper)
     backend = _paper_backend(params)
     if paper in ("vpt", "vp") and backend is not None:
+        if p.get("subsample"):
+            raise ConfigError(f"{paper}.subsample is for the mini profile (its VTAB-mini/VP-mini splits); remove it from the paper params")
         backend.check_method(params, paper, s)
     elif paper in ("vpt", "vp"):
         from .data.mini import all_tasks
@@ -494,6 +514,7 @@ def check_method(params: dict, paper: str, method: str) -> dict:
                 raise unknown_name(f"{paper}.tasks entry", key, [k for k, t in known.items() if t.suite in ("vtab", "fgvc", "vp")])
         if not s["tasks"]:
             raise ConfigError(f"{paper}.tasks is empty; list tasks such as vtab/shapes")
+        _check_subsample(p.get("subsample"), paper)
     else:
         for proto in s["protocols"]:
             if proto not in RPO_PROTOCOLS:
@@ -516,6 +537,17 @@ def check_method(params: dict, paper: str, method: str) -> dict:
         if backend is not None:
             backend.check_method(params, paper, s)
     return s
+
+
+def _check_subsample(sizes, paper: str) -> None:
+    """``<paper>.subsample``: ``{train: N, val: M}`` with positive integers (mini profile only)."""
+    if not sizes:
+        return
+    if not isinstance(sizes, dict) or set(sizes) - {"train", "val"}:
+        raise ConfigError(f"{paper}.subsample must map train/val to image counts, e.g. {{train: 400, val: 100}}; got {sizes!r}")
+    for k, v in sizes.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{paper}.subsample.{k} must be a positive integer, got {v!r}")
 
 
 def run_method(params: dict, paper: str, method: str, progress: bool = True, runs_root: str | None = None) -> dict:
