@@ -269,12 +269,37 @@ def deviations_from_paper(params: dict) -> list:
 
     width = C.run_cfg(params, "vpt", "sidetune").get("width", inspect.signature(vit_baselines.sidetune).parameters["width"].default)
     dim = ((params.get("backbones") or {}).get("vit") or {}).get("embed_dim", "d")
-    return [
+    return _budget_deviations(params) + [
         "Sidetune: the side network is a small conv net, randomly initialised and trained from scratch together with the gate and the head "
         f"(three stride-2 convs, 5×5 then 3×3 then 3×3, with 3→{width}→{2 * width}→{4 * width} channels and ReLU; global average pooling; "
         f"Linear({4 * width} → {dim})), not the reference's AlexNet features → Linear(9216 → 768): no ImageNet AlexNet weights exist "
         "offline or in the mini world (methods/vit_baselines.py, SideNetwork).",
     ]
+
+
+def _budget_deviations(params: dict) -> list:
+    """Where the mini run's schedule departs from the reference's (100 epochs, 5 seeds, every method
+    on every task, the full grids), read from params.yaml so the text follows the run."""
+    from ..experiments import method_settings
+
+    if params.get("profile", "mini") != "mini" or not (params.get("vpt") or {}).get("methods"):
+        return []
+    runs = {r: method_settings(params, "vpt", r) for r in C.run_names(params, "vpt")}
+    by_epochs: dict = {}
+    for r, st in runs.items():
+        by_epochs.setdefault(int(st["recipe"].get("epochs", 0)), []).append(r)
+    epochs = "; ".join(f"{e} epochs: {', '.join(sorted(rs))}" for e, rs in sorted(by_epochs.items()))
+    all_tasks = list((params.get("vpt") or {}).get("tasks") or [])
+    fewer = {r: st["tasks"] for r, st in runs.items() if st["tasks"] != all_tasks}
+    seeds = sorted({len(st["seeds"]) for st in runs.values()})
+    out = [f"Epochs (reference: 100 for every method, warm-up 10): {epochs}. Linear and MLP train on cached features, "
+           "so the CPU budget affords them the reference's 100; every other method gets the budget's epochs (docs/mini_world.md).",
+           f"Seeds: {seeds[-1]} per task (reference: 5)" + (f", {seeds[0]} in the ablation runs" if len(seeds) > 1 else "") + "; grids are two-point subsets of the reference's "
+           "(SGD base lr {50 … 0.05}, AdamW {5e-3, 1e-3, 5e-4, 1e-4}, weight decay {0.01 … 0}), as listed in params.yaml."]
+    if fewer:
+        out.append("Tasks: " + "; ".join(f"{r} on {', '.join(t)}" for r, t in sorted(fewer.items()))
+                   + f" (CPU budget; every other run on all {len(all_tasks)} tasks).")
+    return out
 
 
 def _run_for(params: dict, method: str, metrics: dict) -> str | None:
