@@ -13,9 +13,12 @@ wall-clock seconds of ``--repeats`` rounds. Steps:
   ``rpo_fast`` runs RPO's own helpers, which exist only with ClipAttention; its ``torch`` cell is
   empty (the code before the switch: ``python -m visprompt.bench_rpo`` on an older commit).
 
+With ``--mini`` it also times the tiny ViT's training steps (VPT and its baselines) on the ViT of
+params.yaml and on attempt 1's 6 x 128 ViT, in images/s (Partial-k from its cached tokens).
+
 Usage::
 
-    python -m visprompt.bench --mini --threads 1            # the mini CLIP of params.yaml
+    python -m visprompt.bench --mini --threads 1            # the mini CLIP and tiny ViT of params.yaml
     python -m visprompt.bench --model ViT-B-16 --batch 8 --steps frozen rpo_plain rpo_fast --threads 1
 """
 
@@ -168,6 +171,56 @@ def run(model: str = "mini", steps=None, batch: int | None = None, repeats: int 
     }
 
 
+# --- the tiny ViT (VPT side): training images/s per method, configurations side by side ------------
+
+VIT_METHODS = ("full", "vpt_deep", "vpt_shallow", "bias", "adapter", "partial", "partial@images", "sidetune")  # @images: no feature cache
+VIT_BEFORE = {"depth": 6, "embed_dim": 128, "num_heads": 4}  # the tiny ViT of regime attempt 1
+
+
+def _vit_step(method: str, backbone, batch: int, num_classes: int = len(CLASSES)):
+    """One training step of ``method`` as ``train.fit`` runs it: from cached features where the
+    method has ``encode_frozen`` (Partial-k, Linear, MLP), else from images."""
+    name, _, source = method.partition("@")
+    kw = {"prompt_length": 8} if name.startswith("vpt") else {}
+    model = create_method(name, backbone, num_classes, **kw).train()
+    x = torch.randn(batch, 3, backbone.patch_embed.img_size[0], backbone.patch_embed.img_size[1], generator=torch.Generator().manual_seed(0))
+    if hasattr(model, "encode_frozen") and source != "images":
+        return _classifier_step(model, model.encode_frozen(x), model.forward_head)
+    return _classifier_step(model, x)
+
+
+def run_vit(params: str = "params.yaml", methods=VIT_METHODS, batch: int = 32, repeats: int = 10, threads: int | None = None,
+            before: dict | None = None) -> dict:
+    """Training images/s of each method on the tiny ViT of ``params`` ("now") and on ``before``
+    (default: attempt 1's 6 x 128 ViT), random weights, interleaved repeats, medians."""
+    from .backbones.vit import VitConfig, create_vit
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if threads:
+        torch.set_num_threads(threads)
+    now = {k: v for k, v in section(load_params(params), "backbones")["vit"].items() if k != "weights"}
+    configs = {"before": {**now, **(before or VIT_BEFORE)}, "now": now}
+    fns = {}
+    for name, cfg in configs.items():
+        torch.manual_seed(0)
+        backbone = create_vit(VitConfig.from_dict(cfg))
+        for m in methods:
+            fns[(m, name)] = _vit_step(m, copy.deepcopy(backbone), batch)
+    t = _time(fns, repeats, torch.device("cpu"))
+    ips = {m: {c: batch / statistics.median(t["wall"][(m, c)]) for c in configs} for m in methods}
+    return {"configs": configs, "batch": batch, "repeats": repeats, "torch_threads": torch.get_num_threads(), "images_per_s": ips}
+
+
+def vit_table(res: dict) -> str:
+    """Training images/s per method, before and now."""
+    b, n = res["configs"]["before"], res["configs"]["now"]
+    size = lambda c: f"{c['depth']} x {c['embed_dim']}"  # noqa: E731
+    lines = [f"| method | ViT {size(b)} (img/s) | ViT {size(n)} (img/s) | speed-up |", "|---|---:|---:|---:|"]
+    for m, v in res["images_per_s"].items():
+        lines.append(f"| {m} | {v['before']:.0f} | {v['now']:.0f} | {v['now'] / v['before']:.2f}x |")
+    return "\n".join(lines)
+
+
 def table(res: dict) -> str:
     """The result as a Markdown table: seconds per step with each attention path, and the speed-up."""
     lines = ["| step | batch | nn.MultiheadAttention (s) | ClipAttention (s) | speed-up |", "|---|---:|---:|---:|---:|"]
@@ -196,6 +249,10 @@ def main(argv=None) -> dict:
     res = run(args.model or "mini", args.steps, args.batch, args.repeats, args.threads, args.params)
     print(f"{res['model']} CLIP, CPU, {res['torch_threads']} threads, median of {res['repeats']} interleaved repeats")
     print(table(res))
+    if args.model is None:  # --mini: the tiny ViT's training steps too
+        res["vit"] = run_vit(args.params, repeats=max(args.repeats, 5), threads=args.threads)
+        print(f"\ntiny ViT training steps, batch {res['vit']['batch']}, random weights, median of {res['vit']['repeats']} interleaved repeats")
+        print(vit_table(res["vit"]))
     if args.out:
         write_json(args.out, res)
     return res
