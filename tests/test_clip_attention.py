@@ -221,3 +221,5 @@ def test_bench_runs_on_mini(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["seconds"]["pretrain"]["torch"] > 0 and saved["seconds"]["pretrain"]["sdpa"] > 0
     assert "torch" not in saved["seconds"]["rpo_fast"] and res["seconds"]["coop"]["sdpa"] > 0
+    vit = saved["vit"]["images_per_s"]  # the tiny ViT's steps, attempt 1's ViT beside params.yaml's
+    assert set(vit) >= {"full", "vpt_deep", "partial", "partial@images"} and all(v["before"] > 0 and v["now"] > 0 for v in vit.values())

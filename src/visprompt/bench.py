@@ -250,7 +250,7 @@ def main(argv=None) -> dict:
     print(f"{res['model']} CLIP, CPU, {res['torch_threads']} threads, median of {res['repeats']} interleaved repeats")
     print(table(res))
     if args.model is None:  # --mini: the tiny ViT's training steps too
-        res["vit"] = run_vit(args.params, repeats=max(args.repeats, 5), threads=args.threads)
+        res["vit"] = run_vit(args.params, batch=args.batch or 32, repeats=args.repeats, threads=args.threads)
         print(f"\ntiny ViT training steps, batch {res['vit']['batch']}, random weights, median of {res['vit']['repeats']} interleaved repeats")
         print(vit_table(res["vit"]))
     if args.out:
