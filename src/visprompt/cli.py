@@ -1,72 +1,256 @@
-"""``python -m visprompt <stage>``: the commands that ``dvc.yaml`` runs, usable by hand too.
+"""``python -m visprompt <command>``: the commands that ``dvc.yaml`` runs, usable by hand too.
 
-Every command reads ``params.yaml`` (or ``--params``), validates what it needs before doing any
-work, and prints a one-line error naming the key and the fix on bad input (exit code 2).
+Commands: ``data``, ``splits``, ``backbones``, ``train``, ``report``, ``index``, ``check``; each
+has its own ``--help``. Every command reads ``params.yaml`` (or ``--params``), validates what it
+needs before doing any work, and prints a one-line error naming the key and the fix on bad input
+(exit code 2). ``backbone-vit`` and ``backbone-clip`` stay as aliases of ``backbones vit|clip``:
+``dvc.yaml`` calls them, and a stage's command is part of its hash.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
 import time
+from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, unknown_name
 
-STAGES = ("data", "splits", "backbone-vit", "backbone-clip", "check", "index")
+PAPERS = ("vpt", "vp", "rpo")  # = experiments.PAPERS (not imported here: it loads torch, too slow for --help)
+BACKBONES = ("vit", "clip")
+SCRATCH = Path("build/cli")  # default metrics of `train`: never a DVC-tracked reports/metrics file
 
 
-def _run(stage: str, params: dict, progress: bool) -> dict:
+# --- commands: each takes (args, params) and returns a summary dict (or None) ---------------------
+
+
+def run_data(args, params: dict) -> dict:
+    """Render the mini datasets (``profile: paper``: download and verify the real ones)."""
+    t0 = time.perf_counter()
+    if params.get("profile") == "paper":
+        from . import paper
+
+        result = paper.run_data(params)
+    else:
+        from . import pipeline
+
+        result = pipeline.run_data(params, progress=not args.no_progress)
+    _write_stage_time("data", t0, result)
+    return result
+
+
+def run_splits(args, params: dict) -> dict:
+    """The few-shot splits that every RPO method shares."""
+    t0 = time.perf_counter()
+    if params.get("profile") == "paper":
+        from . import paper
+
+        result = paper.run_splits(params)
+    else:
+        from . import pipeline
+
+        result = pipeline.run_splits(params)
+    _write_stage_time("splits", t0, result)
+    return result
+
+
+def _write_stage_time(stage: str, t0: float, result: dict | None) -> None:
+    """Stage timings for reports/index.md (``reports/metrics/<stage>.json``, a DVC metric)."""
+    from .utils import write_json
+
+    write_json(f"reports/metrics/{stage}.json", {"stage_time_s": round(time.perf_counter() - t0, 1), **{k: v for k, v in (result or {}).items() if k != "time_s"}})
+
+
+def run_backbones(args, params: dict) -> dict:
+    """Pretrain the tiny ViT and/or CLIP; ``both`` runs them one after the other."""
     from . import pipeline
 
-    if stage == "data" and params.get("profile") == "paper":
-        from . import paper
+    runners = {"vit": pipeline.run_backbone_vit, "clip": pipeline.run_backbone_clip}
+    names = BACKBONES if args.backbone == "both" else (args.backbone,)
+    results = {name: runners[name](params, progress=not args.no_progress) for name in names}
+    if len(results) == 1:
+        return results[names[0]]
+    return {f"{name}_{k}": v for name, r in results.items() for k, v in (r or {}).items()}
 
-        return paper.run_data(params)
-    if stage == "splits" and params.get("profile") == "paper":
-        from . import paper
 
-        return paper.run_splits(params)
-    if stage == "data":
-        return pipeline.run_data(params, progress=progress)
-    if stage == "splits":
-        return pipeline.run_splits(params)
-    if stage == "backbone-vit":
-        return pipeline.run_backbone_vit(params, progress=progress)
-    if stage == "backbone-clip":
-        return pipeline.run_backbone_clip(params, progress=progress)
-    if stage == "check":
-        return pipeline.check_params(params)
-    if stage == "index":
-        from .index import write_index
+def run_train(args, params: dict) -> dict:
+    """One method of one paper through ``experiments.run_method``, as its training notebook runs it."""
+    params = restrict_method(params, args.paper, args.method, args.task, args.seed, args.protocol)
+    from . import experiments
 
-        return write_index(params)
-    raise ConfigError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    out = args.metrics_out or default_metrics_path(args.paper, args.method)
+    result = experiments.run_method(params, args.paper, args.method, progress=not args.no_progress, runs_root=args.runs_root)
+    experiments.write_metrics(result, out)
+    return {"paper": args.paper, "method": args.method, "cells": len(result["cells"]), "metrics": str(out),
+            "stage_time_s": result["stage_time_s"], "compute_time_s": result["compute_time_s"]}
+
+
+def run_report(args, params: dict) -> None:
+    """Point at the DVC stage: a report is a notebook over every method's metrics, not a function call."""
+    _check_paper(args.paper)
+    stage = f"report_{args.paper}"
+    print(f"the {args.paper} report is the DVC stage {stage} (a papermill notebook over reports/metrics/{args.paper}/): "
+          f"run `dvc repro {stage}`, which first reruns any stale train_{args.paper}@* stage "
+          f"(paper profile: `cd profiles/paper && dvc repro {stage}`)")
+    return None
+
+
+def run_index(args, params: dict) -> dict:
+    """``reports/index.md``, ``index.html`` and ``claims.json`` from the three reports."""
+    from .index import write_index
+
+    return write_index(params)
+
+
+def run_check(args, params: dict) -> dict:
+    """Validate the data, splits and backbones sections without doing any work."""
+    from . import pipeline
+
+    return pipeline.check_params(params)
+
+
+# --- train: restricting a method to some tasks / seeds / protocols -------------------------------
+
+
+def default_metrics_path(paper: str, run: str) -> Path:
+    """Scratch metrics of a hand-run method: writing reports/metrics/... would overwrite a DVC output."""
+    return SCRATCH / paper / f"{run}.json"
+
+
+def _check_paper(paper: str) -> None:
+    if paper not in PAPERS:
+        raise unknown_name("paper", paper, PAPERS)
+
+
+def restrict_method(params: dict, paper: str, run: str, tasks=None, seeds=None, protocols=None) -> dict:
+    """A copy of ``params`` whose ``<paper>.methods.<run>`` lists only the given tasks, seeds or
+    protocols (each must be one the method already runs). Fingerprints do not include these lists,
+    so the cells of a restricted run are the pipeline's cells: finished ones are reused."""
+    _check_paper(paper)
+    from .experiments import method_settings
+
+    s = method_settings(params, paper, run)  # unknown method: one-line error listing the runs
+    chosen = {}
+    if tasks:
+        if paper == "rpo":
+            raise ConfigError("rpo runs protocols, not tasks; restrict it with --protocol base2new|dg|fewshot")
+        chosen["tasks"] = _subset(tasks, s["tasks"], "task", _settings_key(params, paper, run, "tasks"))
+    if protocols:
+        if paper != "rpo":
+            raise ConfigError(f"--protocol is for rpo; {paper} runs tasks: restrict it with --task")
+        chosen["protocols"] = _subset(protocols, s["protocols"], "protocol", _settings_key(params, paper, run, "protocols"))
+    if seeds:
+        chosen["seeds"] = _subset([int(x) for x in seeds], s["seeds"], "seed", _settings_key(params, paper, run, "seeds"))
+        if paper == "rpo":
+            _check_rpo_fewshot_seeds(params, chosen.get("protocols", s["protocols"]))
+        else:
+            _note_selection_seed(s, chosen["seeds"])
+    if not chosen:
+        return params
+    params = copy.deepcopy(params)
+    methods = params[paper]["methods"]
+    methods[run] = {**(methods[run] or {}), **chosen}
+    return params
+
+
+def _subset(given: list, listed: list, what: str, key: str) -> list:
+    """``given`` in the params' order (the first seed selects the grid), each one of ``listed``."""
+    for item in given:
+        if item not in listed:
+            raise ConfigError(f"{what} {item!r} is not one that {key} lists ({', '.join(map(str, listed))}); choose among them or add it to {key} in params.yaml")
+    return [item for item in listed if item in given]
+
+
+def _settings_key(params: dict, paper: str, run: str, key: str) -> str:
+    """Where the method's list comes from: its own entry, or the paper's default."""
+    own = (params[paper]["methods"][run] or {}).get(key)
+    return f"{paper}.methods.{run}.{key}" if own else f"{paper}.{key}"
+
+
+def _check_rpo_fewshot_seeds(params: dict, protocols: list) -> None:
+    """``fewshot`` runs rpo.fewshot.seeds; changing those would change its cells' fingerprints."""
+    if "fewshot" in protocols and "seeds" in (params["rpo"].get("fewshot") or {}):
+        raise ConfigError("--seed restricts rpo.seeds (base2new, dg) but fewshot runs rpo.fewshot.seeds; add --protocol base2new or --protocol dg, or leave out --seed")
+
+
+def _note_selection_seed(settings: dict, seeds: list) -> None:
+    """VPT/VP select the grid with the first seed; say so when that is not the pipeline's."""
+    multi_point = any(len(v) > 1 for v in settings["grid"].values())
+    if multi_point and seeds[0] != settings["seeds"][0]:
+        print(f"note: the grid is selected with seed {seeds[0]}, the pipeline selects with seed {settings['seeds'][0]}; "
+              f"add --seed {settings['seeds'][0]} to reuse its selection", file=sys.stderr)
+
+
+# --- the parser ----------------------------------------------------------------------------------
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """``--params`` and ``--no-progress`` on every subcommand (SUPPRESS: no default overrides the top level's)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default=argparse.SUPPRESS, help="params file (default: params.yaml)")
+    common.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars (e.g. in CI logs)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m visprompt", description="The commands that dvc.yaml runs, usable by hand too; `COMMAND --help` for each.")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+
+    def command(name: str, handler, help_: str, **defaults) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(handler=handler, **defaults)
+        return p
+
+    command("data", run_data, "render the mini datasets (paper profile: download and verify the real ones)")
+    command("splits", run_splits, "write the few-shot splits that every RPO method shares")
+    bb = command("backbones", run_backbones, "pretrain the tiny ViT and/or CLIP backbones")
+    bb.add_argument("backbone", nargs="?", choices=(*BACKBONES, "both"), default="both", help="which backbone (default: both)")
+    for name in BACKBONES:
+        command(f"backbone-{name}", run_backbones, f"same as `backbones {name}` (the name dvc.yaml uses)", backbone=name)
+    _add_train(command("train", run_train, "train one method of one paper (every task x seed cell, as its notebook does)"))
+    rp = command("report", run_report, "say how to build one paper's report (a DVC stage; this command builds nothing)")
+    rp.add_argument("paper", metavar="PAPER", help=f"one of {', '.join(PAPERS)}")
+    command("index", run_index, "write reports/index.md, index.html and claims.json from the reports")
+    command("check", run_check, "validate the data, splits and backbones params without doing any work")
+    return parser
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paper", metavar="PAPER", help=f"one of {', '.join(PAPERS)}")
+    p.add_argument("--method", required=True, metavar="RUN", help="a run name under <PAPER>.methods in params.yaml")
+    p.add_argument("--task", action="append", metavar="T", help="only this task (repeatable; one the method lists; vpt/vp)")
+    p.add_argument("--protocol", action="append", metavar="P", help="only this protocol (repeatable; base2new, dg or fewshot; rpo)")
+    p.add_argument("--seed", action="append", type=int, metavar="S",
+                   help="only this seed (repeatable; one the method lists; vpt/vp select the grid with the first, in params order)")
+    p.add_argument("--metrics-out", metavar="PATH", help=f"metrics JSON (default: {SCRATCH}/<PAPER>/<RUN>.json, never reports/)")
+    p.add_argument("--runs-root", metavar="DIR", help="cell store (default: data.runs, the pipeline's, so finished cells are reused)")
+
+
+# --- entry point ---------------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m visprompt", description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=STAGES, help="pipeline stage to run")
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if _profile_is_mini(args.params) else None
+    args = build_parser().parse_args(argv)
+    if _profile_is_mini(args.params):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from .config import load_params
 
     t0 = time.perf_counter()
     try:
         params = load_params(args.params)
-        result = _run(args.stage, params, progress=not args.no_progress)
+        result = args.handler(args, params)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.stage in ("data", "splits"):  # stage timings for reports/index.md
-        from .utils import write_json
-
-        write_json(f"reports/metrics/{args.stage}.json", {"stage_time_s": round(time.perf_counter() - t0, 1), **{k: v for k, v in (result or {}).items() if k != "time_s"}})
-    summary = {k: v for k, v in (result or {}).items() if not isinstance(v, (list, dict)) or k in ("datasets",)}
-    print(json.dumps({"stage": args.stage, "time_s": round(time.perf_counter() - t0, 1), **summary}, default=str)[:2000])
+    if result is not None:
+        summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict)) or k in ("datasets",)}
+        print(json.dumps({"stage": args.command, "time_s": round(time.perf_counter() - t0, 1), **summary}, default=str)[:2000])
     return 0
 
 
