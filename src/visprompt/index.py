@@ -72,10 +72,10 @@ def _fmt_s(s: float) -> str:
 
 
 def _page(title: str, body: str, css: str = "") -> str:
-    style = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:78em;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}"
+    style = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:92em;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}"
              "h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}h3{margin-top:1.3em}"
              "code{background:#f3f3f3;padding:0 .25em;border-radius:3px}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}"
+             ".md table{border-collapse:collapse}.md td,.md th{border:1px solid #ddd;padding:2px 8px;text-align:left}"
              "li{margin:.15em 0}")
     return (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}{css}</style></head><body>\n{body}\n</body></html>\n")
@@ -208,7 +208,7 @@ def build_index_html(params: dict, root: Path = REPORTS, claims: list | None = N
     from .reports import present
 
     parts = sections(params, root, claims) if parts is None else parts
-    body = "".join(markdown_to_html(md) if h is None else str(h) for md, h in parts)
+    body = "".join(f'<div class="md">{markdown_to_html(md)}</div>' if h is None else str(h) for md, h in parts)
     return _page("visprompt — results", body, present.CSS)
 
 

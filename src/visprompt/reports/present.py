@@ -21,7 +21,7 @@ DASH = "–"
 MARK = "†"
 
 CSS = """
-.vpr{margin:.6em 0 1.2em 0}
+.vpr{margin:.6em 0 1.2em 0;overflow-x:auto}
 .vpr table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
 .vpr th,.vpr td{padding:3px 8px;text-align:right;white-space:nowrap;vertical-align:top}
 .vpr thead th{border-bottom:1px solid #999;font-weight:600}
@@ -55,6 +55,9 @@ class HTML(str):
 
     def to_html(self) -> str:
         return str(self)
+
+    def __repr__(self) -> str:  # the notebook's text/plain fallback: not the whole HTML a second time
+        return f"<HTML fragment, {len(self):,} characters>"
 
 
 def esc(x) -> str:
@@ -133,6 +136,17 @@ def published(x, extra: str = "") -> str:
         return DASH if blank(x) else esc(x)
     out = esc(p["number"]) + (f"<sup>{MARK}</sup>" if p["unconfirmed"] else "") + extra
     return out + (f'<span class="where">{esc(p["where"])}</span>' if p["where"] else "")
+
+
+def without_where(text, prefix: str):
+    """A published cell without its where-tag when that tag starts with ``prefix`` (a block whose
+    caption already says it): '69.34 (average)' -> '69.34'; '71.70 (average; HM of ...)' -> '71.70 (HM of ...)'."""
+    p = parse_published(text)
+    if p is None or not p["where"] or not p["where"].startswith(prefix):
+        return text
+    main, _ = _split_note(str(text))
+    tags = [t for t in [p["where"][len(prefix):].lstrip("; ,")] if t] + (["unconfirmed"] if p["unconfirmed"] else [])
+    return main + (f" ({', '.join(tags)})" if tags else "")
 
 
 def is_ablation_label(label) -> bool:
