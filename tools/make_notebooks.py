@@ -1,9 +1,11 @@
 """Writes the thin notebooks in notebooks/ (run once after editing; the .ipynb files are committed).
 
 Keeping their source here makes the notebooks reviewable as code; the logic they call lives in
-``visprompt``.
+``visprompt``. ``--only report`` (or ``train``) writes only those notebooks: the training notebooks
+are dependencies of every train stage, so a report-only change must leave them byte-identical.
 """
 
+import argparse
 from pathlib import Path
 
 import nbformat as nbf
@@ -52,17 +54,20 @@ def train(paper: str, title: str, default_method: str, extra_md: str):
 
 
 CLAIMS_MD = ("## Verdict per claim\nThe paper's claims, then *(regime)* checks that this run sits in the paper's regime (baselines only). "
-             "**published (paper)** comes from `visprompt.published`; the measured column is this run (mean ± std over seeds). "
+             "The published column (grey) comes from `visprompt.published`; the measured column is this run (mean ± std over seeds). "
              "holds: yes / no, – when a run it needs is missing. The evidence behind each verdict is in `claims.json` / `claims.md` of the report folder.")
 
 
-def report_nb(paper: str, title: str, build: str, body):
-    """Parameters, imports, the report build, then the verdict table first, then the paper's tables."""
+def report_nb(paper: str, title: str, build: str, module: str, body):
+    """Parameters, imports, the report build, then the verdict table first, then the paper's tables.
+    Tables show as HTML (``visprompt.reports.<module>.html_tables``); the rendered report hides the
+    code (``nbconvert --no-input``) and warnings are silenced so no machine path reaches it."""
     return notebook([("md", f"# {title}"), ("params", f'params_file = "params.yaml"\nout_dir = "reports/{paper}"'),
-                     ("code", "import os\nos.environ.setdefault('HF_HUB_OFFLINE', '1')\nimport pandas as pd\nfrom visprompt import report\nfrom visprompt.config import load_params\n"
-                              "params = load_params(params_file)\npd.set_option('display.max_colwidth', None)"),
-                     ("code", f"r = report.{build}(params, out_dir)"),
-                     ("md", CLAIMS_MD), ("code", "r['claims_table']")] + body)
+                     ("code", "import os\nimport warnings\n\nwarnings.filterwarnings('ignore')  # e.g. tqdm's IProgress warning: noise, with a machine path\n"
+                              "os.environ.setdefault('HF_HUB_OFFLINE', '1')\nfrom visprompt import report\nfrom visprompt.config import load_params\n"
+                              f"from visprompt.reports import {module} as paper\n\nparams = load_params(params_file)"),
+                     ("code", f"r = report.{build}(params, out_dir)\nt = paper.html_tables(r)"),
+                     ("md", CLAIMS_MD), ("code", "t['claims']")] + body)
 
 
 if __name__ == "__main__":
@@ -74,33 +79,39 @@ if __name__ == "__main__":
                                            "Protocol: grid on train/val, then every seed on train; test top-1 on the test set and on its style-shifted copy."),
         "train_rpo.ipynb": train("rpo", "RPO and baselines: base-to-new, domain generalisation and few-shot on CoOp-mini", "rpo",
                                  "Protocols (RPO §4): base-to-new (16 shots, HM), domain generalisation (train on objects, test on its shifted copies), few-shot × seeds (variance)."),
-        "report_vpt.ipynb": report_nb("vpt", "VPT report: Table 1 in the mini world, beside the published numbers", "vpt_report", [
+        "report_vpt.ipynb": report_nb("vpt", "VPT report: Table 1 in the mini world, beside the published numbers", "vpt_report", "vpt", [
             ("md", "## Table 1 (group means)\nMeasured: mean ± std over seeds, mini world. Published: VPT paper, ViT-B/16 ImageNet-21k (see `visprompt.published.vpt`)."),
-            ("code", "r['table1']"),
-            ("md", "## Per task"), ("code", "r['per_task']"),
+            ("code", "t['table1']"),
+            ("md", "## Per task"), ("code", "t['per_task']"),
             ("md", "## Accuracy by method and group (seeds as points)"), ("code", "r['figure']"),
-            ("md", "## Deviations from the paper"), ("code", "print('\\n'.join('- ' + d for d in r['deviations']))"),
-            ("md", "## Claims in words"), ("code", "print(r['claims_text'])"),
+            ("md", "## Deviations from the paper"), ("code", "t['deviations']"),
+            ("md", "## Claims in words"), ("code", "t['claims_text']"),
         ]),
-        "report_visual_prompt.ipynb": report_nb("vp", "Visual prompting report: TP / VP / LP / FT in the mini world", "vp_report", [
+        "report_visual_prompt.ipynb": report_nb("vp", "Visual prompting report: TP / VP / LP / FT in the mini world", "vp_report", "visual_prompting", [
             ("md", "## Main table\nMeasured (mini) beside published (CLIP ViT-B/32; see `visprompt.published.visual_prompting`)."),
-            ("code", "r['main']"), ("md", "## Prompt design ablation"), ("code", "r['ablation']"),
-            ("code", "r['ablation_figure']"), ("md", "## Robustness: style-shifted test copies"), ("code", "r['robustness']"),
+            ("code", "t['main']"), ("md", "## Prompt design ablation"), ("code", "t['ablation']"),
+            ("code", "r['ablation_figure']"), ("md", "## Robustness: style-shifted test copies"), ("code", "t['robustness']"),
             ("md", "## The learned pad prompt"), ("code", "r['prompt_figure']"),
-            ("md", "## Claims in words"), ("code", "print(r['claims_text'])"),
+            ("md", "## Claims in words"), ("code", "t['claims_text']"),
         ]),
-        "report_rpo.ipynb": report_nb("rpo", "RPO report: base-to-new, domain generalisation and variance in the mini world", "rpo_report", [
-            ("md", "## Table 1: base-to-new\nHM = 2·B·N/(B+N) per dataset; the average row's HM is the HM of the average base and new accuracies."),
-            ("code", "r['base2new']"), ("md", "## Domain generalisation"), ("code", "r['dg']"),
+        "report_rpo.ipynb": report_nb("rpo", "RPO report: base-to-new, domain generalisation and variance in the mini world", "rpo_report", "rpo", [
+            ("md", "## Table 1: base-to-new\nOne block per dataset, as in the paper. HM = 2·B·N/(B+N) per dataset; the average block's HM is the HM of the average base and new accuracies."),
+            ("code", "t['base2new']"), ("md", "## Domain generalisation"), ("code", "t['dg']"),
             ("md", "## Variance across seeds (Figure 1 analogue)"), ("code", "r['variance_figure']"),
-            ("code", "r['variance']"),
-            ("md", "## Accuracy vs shots (Figure 5 analogue)"), ("code", "r['shots_figure']"),
-            ("md", "## Trainable parameters"), ("code", "r['params']"),
-            ("md", "## Claims in words"), ("code", "print(r['claims_text'])"),
+            ("code", "t['variance']"),
+            ("md", "## Accuracy vs shots (Figure 5 analogue)\nNo published curve: the only few-shot number in `visprompt.published.rpo` (1 shot, new classes, "
+                   "average over 10 real datasets) measures something else than these panels."), ("code", "r['shots_figure']"),
+            ("md", "## Trainable parameters"), ("code", "t['params']"),
+            ("md", "## Claims in words"), ("code", "t['claims_text']"),
         ]),
 
     }
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=("train", "report"), help="write only the training or only the report notebooks")
+    only = ap.parse_args().only
     for name, nb in nbs.items():
+        if only and not name.startswith(only + "_"):
+            continue
         if same_cells(root / name, nb):  # new random cell ids alone would re-run every stage that depends on it
             print("unchanged", root / name)
             continue

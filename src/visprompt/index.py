@@ -1,10 +1,13 @@
-"""``reports/index.md`` (and HTML): the page a reader opens first.
+"""``reports/index.md`` and ``index.html``: the page a reader opens first.
 
-It opens with the verdict per claim of each paper (merged from the report stages'
-``<paper>/report/claims.json`` into ``reports/claims.json``), links every report and executed
-notebook, summarises the backbones' usefulness checks, and states the environment and how long each
-stage of the last ``dvc repro`` took (read from the stages' own metrics files, so the numbers are
-measured, not typed).
+It opens with the results: per paper the verdict per claim (merged from the report stages'
+``<paper>/report/claims.json`` into ``reports/claims.json``) and the paper's headline table (read
+from the report folder's CSV, shown as the report shows it); then links to every report and every
+executed training notebook, both as HTML (the index stage renders the training notebooks to
+``reports/runs_html/``, code hidden, warning noise and machine paths removed); then the
+backbones' usefulness checks, how long each stage of the last ``dvc repro`` took (read from the
+stages' own metrics files, so the numbers are measured, not typed) and the environment. The HTML
+is the Markdown rendered by markdown-it-py, with the tables as HTML.
 """
 
 from __future__ import annotations
@@ -48,29 +51,6 @@ def _cell(text) -> str:
     return "–" if text is None else str(text).replace("|", "/").replace("\n", " ")
 
 
-def verdict_lines(claims: list, label: str = "mini") -> list:
-    """Markdown: one verdict table per paper (claim | published | measured | holds)."""
-    from .reports.claims import claims_table
-
-    lines = ["## Verdict per claim", "",
-             "Claims are the papers'; *(regime)* rows check that the run sits in the papers' regime (baselines only). "
-             "holds: *yes* / *no* on the measured numbers, *–* when a run it needs is missing. All records, with their evidence: "
-             "[claims.json](claims.json).", ""]
-    if not claims:
-        return lines + ["No report has written its claims yet.", ""]
-    for paper, (title, _) in PAPERS.items():
-        records = [c for c in claims if c.get("paper") == paper]
-        if not records:
-            continue
-        table = claims_table(records, label)
-        n = {kind: [c for c in records if (c.get("kind") == "claim") == (kind == "claim")] for kind in ("claim", "regime")}
-        summary = ", ".join(f"{sum(c.get('holds') is True for c in v)} of {len(v)} {kind + ('s' if kind == 'claim' else ' checks')} hold" for kind, v in n.items() if v)
-        lines += [f"### {title.split(' (')[0]}", "", summary + ".", "", "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-        lines.append("")
-    return lines
-
-
 def stage_times(root: Path = REPORTS / "metrics") -> list[tuple[str, float]]:
     """(stage, seconds) for every stage that recorded its wall time, in pipeline order."""
     rows = []
@@ -91,36 +71,116 @@ def _fmt_s(s: float) -> str:
     return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
 
 
-def build_index_markdown(params: dict, root: Path = REPORTS, claims: list | None = None) -> str:
+def _page(title: str, body: str, css: str = "") -> str:
+    style = ("body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:92em;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}"
+             "h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}h3{margin-top:1.3em}"
+             "code{background:#f3f3f3;padding:0 .25em;border-radius:3px}"
+             ".md table{border-collapse:collapse}.md td,.md th{border:1px solid #ddd;padding:2px 8px;text-align:left}"
+             "li{margin:.15em 0}")
+    return (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}{css}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def markdown_to_html(md: str) -> str:
+    """CommonMark + tables by markdown-it-py (raw HTML in the Markdown is escaped, not passed)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
+
+
+HEADLINES = {"vpt": ("vpt", "Table 1 (group means)"), "vp": ("visual_prompting", "main table"), "rpo": ("rpo", "base-to-new, average over datasets")}
+
+
+def _headline(paper: str, root: Path):
+    """(Markdown, HTML) of a paper's headline table, read from its report folder, or None."""
+    import importlib
+
+    module, _ = HEADLINES[paper]
+    try:
+        return importlib.import_module(f".reports.{module}", __package__).headline(root / paper / "report")
+    except (OSError, ValueError, KeyError) as e:  # a report folder from older code: the index still comes out
+        return (f"Headline table unreadable ({type(e).__name__}).", None)
+
+
+def run_html_path(paper: str, run: str, root: Path = REPORTS) -> Path:
+    """Where the index stage writes the HTML of an executed training notebook."""
+    return root / "runs_html" / paper / f"{run}.html"
+
+
+def sections(params: dict, root: Path = REPORTS, claims: list | None = None) -> list:
+    """The index as (Markdown, HTML or None) pieces: None means the HTML is the Markdown rendered."""
+    from .reports import present
+    from .reports.claims import claims_table
+
+    claims = load_claims(root) if claims is None else claims
     env = environment_info()
-    paper = params.get("profile", "mini") == "paper"
+    paper_profile = params.get("profile", "mini") == "paper"
+    label = "real" if paper_profile else "mini"
     where = ("on the real datasets with the papers' checkpoints (ViT-B/16 ImageNet-21k, CLIP ViT-B/32 and ViT-B/16), columns "
-             "tagged *real*; the deviations from the official code are listed in docs/paper_profile.md,") if paper else \
+             "tagged *real*; the deviations from the official code are listed in docs/paper_profile.md,") if paper_profile else \
         "in the mini world (procedurally rendered images, backbones pretrained by the pipeline itself)"
-    lines = [
-        "# visprompt — results of the last `dvc repro`",
-        "",
+    out = [("\n".join([
+        "# visprompt — results of the last `dvc repro`", "",
         f"Profile: **{params.get('profile', 'mini')}**. Every number on these pages was measured by this pipeline {where} unless it is labelled "
-        "*published*; published numbers come from `src/visprompt/published/` with their source and a confirmed/unconfirmed flag.",
-        "",
-    ]
-    lines += verdict_lines(load_claims(root) if claims is None else claims, "real" if paper else "mini")
-    lines += ["## Reports", ""]
+        "*published*; published numbers come from `src/visprompt/published/` with their source and a confirmed/unconfirmed flag "
+        "(grey italic in the tables, † where the reference could not confirm them).", "",
+        "## Verdict per claim", "",
+        "Claims are the papers'; *(regime)* rows check that the run sits in the papers' regime (baselines only). "
+        "holds: *yes* / *no* on the measured numbers, *–* when a run it needs is missing. All records, with their evidence: "
+        "[claims.json](claims.json).", ""]), None)]
+    if not claims:
+        out.append(("No report has written its claims yet.\n", None))
+    for paper, (title, nb) in PAPERS.items():
+        records = [c for c in claims if c.get("paper") == paper]
+        head = _headline(paper, root)
+        if not records and head is None:
+            continue
+        lines = [f"### {title.split(' (')[0]}", ""]
+        if records:
+            n = {kind: [c for c in records if (c.get("kind") == "claim") == (kind == "claim")] for kind in ("claim", "regime")}
+            lines += [", ".join(f"{sum(c.get('holds') is True for c in v)} of {len(v)} {kind + ('s' if kind == 'claim' else ' checks')} hold"
+                                for kind, v in n.items() if v) + ".", ""]
+        out.append(("\n".join(lines), None))
+        if records:
+            table = claims_table(records, label)
+            md = "\n".join(["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+                           + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]) + "\n"
+            out.append((md, present.claims(table, uuid=f"claims_{paper}")))
+        if head is not None:
+            report = root / paper / f"{nb}.html"
+            link = f" — the whole report: [{report.name}]({report.relative_to(root).as_posix()})" if report.is_file() else ""
+            out.append((f"**Headline: {HEADLINES[paper][1]}**{link}\n", None))
+            out.append((head[0].rstrip() + "\n", head[1]))
+    out.append((_links(root), None))
+    out.append((_rest(root, env), None))
+    return out
+
+
+def _links(root: Path) -> str:
+    lines = ["## Reports and notebooks", "",
+             "Each report is its notebook rendered without code; each training notebook is rendered by the index stage "
+             "(the executed .ipynb files sit beside the reports).", ""]
     for paper, (title, nb) in PAPERS.items():
         d = root / paper
         links = []
-        for label, path in (("report (HTML)", d / f"{nb}.html"), ("executed notebook", d / f"{nb}.ipynb")):
-            if path.is_file():
-                links.append(f"[{label}]({path.relative_to(root).as_posix()})")
-        tables = sorted((d / "report").glob("*.md")) if (d / "report").is_dir() else []
-        links += [f"[{t.stem}]({t.relative_to(root).as_posix()})" for t in tables]
+        report = d / f"{nb}.html"
+        if report.is_file():
+            links.append(f"[report]({report.relative_to(root).as_posix()})")
         runs = sorted((d / "runs").glob("*.ipynb")) if (d / "runs").is_dir() else []
-        lines.append(f"- **{title}**: " + (", ".join(links) if links else "not run yet"))
+        tables = sorted((d / "report").glob("*.csv")) if (d / "report").is_dir() else []
+        lines.append(f"- **{title}**: " + (", ".join(links) if links else ("no report yet" if not runs else "report not rendered yet")))
         if runs:
-            lines.append("  - training notebooks: " + ", ".join(f"[{r.stem}]({r.relative_to(root).as_posix()})" for r in runs))
+            lines.append("  - training notebooks: " + ", ".join(f"[{r.stem}]({run_html_path(paper, r.stem, root).relative_to(root).as_posix()})" for r in runs))
+        if tables:
+            lines.append("  - tables (CSV): " + ", ".join(f"[{t.stem}]({t.relative_to(root).as_posix()})" for t in tables))
+    return "\n".join(lines) + "\n"
+
+
+def _rest(root: Path, env: dict) -> str:
+    lines = []
     vit, clip = _read(root / "metrics" / "backbone_vit.json"), _read(root / "metrics" / "backbone_clip.json")
     if vit or clip:  # the mini profile's own pretrained backbones (the paper profile loads released weights)
-        lines += ["", "## Mini backbones (are they useful?)", ""]
+        lines += ["## Mini backbones (are they useful?)", ""]
     if vit:
         lines.append(f"- tiny ViT: upstream val top-1 {vit.get('upstream_val_top1')}%; linear probe on frozen features, "
                      f"lowest ratio to chance over VTAB-/FGVC-mini tasks: {vit.get('min_ratio_to_chance')}× "
@@ -139,55 +199,100 @@ def build_index_markdown(params: dict, root: Path = REPORTS, claims: list | None
     return "\n".join(lines) + "\n"
 
 
-def _to_html(md: str) -> str:
-    """A dependency-free rendering: headings, bullets, tables and links (reads offline)."""
+def build_index_markdown(params: dict, root: Path = REPORTS, claims: list | None = None) -> str:
+    return "\n".join(md for md, _ in sections(params, root, claims))
+
+
+def build_index_html(params: dict, root: Path = REPORTS, claims: list | None = None, parts: list | None = None) -> str:
+    """The same pieces as index.md: prose rendered by markdown-it-py, tables as the reports' HTML."""
+    from .reports import present
+
+    parts = sections(params, root, claims) if parts is None else parts
+    body = "".join(f'<div class="md">{markdown_to_html(md)}</div>' if h is None else str(h) for md, h in parts)
+    return _page("visprompt — results", body, present.CSS)
+
+
+# --- executed training notebooks as HTML ------------------------------------------------------
+
+_NOISE = ("IProgress not found", "TqdmWarning")
+
+
+def _scrub(text: str) -> str:
+    """Machine-specific paths out of an output text: the repository root becomes '.', an
+    environment's site-packages '<site-packages>', a home directory '~'."""
+    import os
     import re
+    import sys
 
-    out, in_table, in_list = [], False, False
-    link = lambda s: re.sub(r"\[([^\]]+)\]\(([^)]+)\)", lambda m: f'<a href="{m.group(2)}">{m.group(1)}</a>', s)  # noqa: E731
-    bold = lambda s: re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)  # noqa: E731
-    for raw in md.splitlines():
-        line = bold(link(html.escape(raw, quote=False)))
-        if raw.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set(raw.replace("|", "").strip()) <= {"-"}:
+    for prefix, name in ((os.getcwd(), "."), (sys.prefix, "<env>"), (os.path.expanduser("~"), "~")):
+        if prefix and prefix not in ("/", "."):
+            text = text.replace(prefix.rstrip("/") + "/", name + "/").replace(prefix, name)
+    return re.sub(r"(?:/[\w.+-]+)+/site-packages/", "<site-packages>/", text)
+
+
+def _clean(nb, title: str):
+    """Drop known warning noise from stderr, scrub machine paths, put a heading on top."""
+    import nbformat
+
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream" and o.get("name") == "stderr" and any(n in o.get("text", "") for n in _NOISE):
                 continue
-            if not in_table:
-                out.append("<table>")
-                in_table = True
-            out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            out.append("</table>")
-            in_table = False
-        if raw.startswith("- ") or raw.startswith("  - "):
-            if not in_list:
-                out.append("<ul>")
-                in_list = True
-            out.append(f"<li>{line.lstrip(' -')}</li>")
-            continue
-        if in_list:
-            out.append("</ul>")
-            in_list = False
-        if raw.startswith("#"):
-            level = len(raw) - len(raw.lstrip("#"))
-            out.append(f"<h{level}>{line.lstrip('#').strip()}</h{level}>")
-        elif raw.strip():
-            out.append(f"<p>{line}</p>")
-    if in_table:
-        out.append("</table>")
-    if in_list:
-        out.append("</ul>")
-    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>visprompt</title><style>{style}</style></head><body>{''.join(out)}</body></html>\n"
+            if "text" in o:
+                o["text"] = _scrub(o["text"])
+            if o.get("output_type") == "error":
+                o["traceback"] = [_scrub(t) for t in o.get("traceback", [])]
+            if "text/plain" in o.get("data", {}):
+                o["data"]["text/plain"] = _scrub(o["data"]["text/plain"])
+            kept.append(o)
+        cell["outputs"] = kept
+    first = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0  # under the notebook's own title
+    nb.cells.insert(first, nbformat.v4.new_markdown_cell(title))
+    return nb
 
 
-def write_index(params: dict, root: Path = REPORTS) -> dict:
-    """``index.md``, ``index.html`` and ``claims.json`` (every paper's verdict records, one list)."""
+def render_run(path: Path, paper: str, root: Path = REPORTS) -> Path:
+    """One executed training notebook to HTML (code hidden: the notebook's source is notebooks/train_*.ipynb)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(path, as_version=4)
+    params = next((c.source for c in nb.cells if "injected-parameters" in c.get("metadata", {}).get("tags", [])), "")
+    title = (f"*Executed training notebook `{path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name}`, "
+             f"run **{path.stem}** ({paper}); code hidden, outputs as executed.*")
+    if params:
+        title += "\n\nParameters: " + "; ".join(f"`{line.strip()}`" for line in params.splitlines() if "=" in line)
+    exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(_clean(nb, title))
+    out = run_html_path(paper, path.stem, root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    css = ("table.dataframe{font-size:12px}table.dataframe td,table.dataframe th{text-align:right}"
+           "pre{background:#f7f7f7;padding:.4em;overflow-x:auto}img{max-width:100%}")
+    out.write_text(_page(f"{paper} / {path.stem} — executed training notebook", body, css))
+    return out
+
+
+def render_runs(root: Path = REPORTS) -> list:
+    """Every executed training notebook under ``<root>/<paper>/runs/`` to ``<root>/runs_html/``
+    (the folder is rewritten, so a removed run leaves no page behind)."""
+    import shutil
+
+    shutil.rmtree(root / "runs_html", ignore_errors=True)
+    return [render_run(p, paper, root) for paper in PAPERS for p in sorted((root / paper / "runs").glob("*.ipynb"))]
+
+
+def write_index(params: dict, root: Path = REPORTS, runs: bool = True) -> dict:
+    """``index.md``, ``index.html``, ``claims.json`` (every paper's verdict records, one list) and,
+    with ``runs``, the training notebooks' HTML under ``runs_html/``."""
     claims = load_claims(root)
-    md = build_index_markdown(params, root, claims)
     root.mkdir(parents=True, exist_ok=True)
+    pages = render_runs(root) if runs else []
+    parts = sections(params, root, claims)
     write_json(root / "claims.json", claims)
-    (root / "index.md").write_text(md)
-    (root / "index.html").write_text(_to_html(md))
-    return {"index": str(root / "index.md"), "claims": str(root / "claims.json"), "n_claims": len(claims), "total_stage_time_s": round(sum(t for _, t in stage_times(root / "metrics")), 1)}
+    (root / "index.md").write_text("\n".join(md for md, _ in parts))
+    (root / "index.html").write_text(build_index_html(params, root, claims, parts))
+    return {"index": str(root / "index.md"), "claims": str(root / "claims.json"), "n_claims": len(claims), "run_pages": len(pages),
+            "total_stage_time_s": round(sum(t for _, t in stage_times(root / "metrics")), 1)}

@@ -70,6 +70,17 @@ def measured_label(params: dict) -> str:
     return "real" if (params or {}).get("profile") == "paper" else "mini"
 
 
+def profile_name(params: dict) -> str:
+    """The params profile a figure title names: ``mini`` or ``paper``."""
+    return "paper" if (params or {}).get("profile") == "paper" else "mini"
+
+
+def is_ablation(params: dict, paper: str, run: str, metrics: dict | None = None) -> bool:
+    """A run that is not the one standing for its registered method (e.g. ``vpt_deep_p2`` beside
+    ``vpt_deep``): it never gets the method's published numbers."""
+    return main_run(params, paper, registered(params, paper, run), metrics) != run
+
+
 WORLD = {"mini": "Mini world", "real": "Measured (real data)"}  # how a claim about measured numbers starts
 NOT_MEASURED = {"mini": "not measured in the mini world", "real": "not measured"}
 

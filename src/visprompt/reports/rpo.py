@@ -20,6 +20,8 @@ Conventions
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,7 @@ import pandas as pd
 from .. import report
 from . import _common as C
 from . import claims as K
+from . import present as P
 
 LABELS = {"zeroshot": "CLIP (zero-shot)", "rpo": "RPO", "coop": "CoOp", "cocoop": "CoCoOp", "clip_linear_probe": "Linear probe"}
 PUB_NAMES = {
@@ -192,8 +195,9 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     b2n, b2n_stats = _base2new(params, metrics, runs, b2n_sets, analogs, pub_rows, out_dir)
     dg_df, dg_stats = _dg(params, metrics, runs, dg, analogs, pub_rows, out_dir)
     fs_data = _fewshot_frame(params, metrics, runs)
-    variance_figure, var_stats = _variance_figure(plt, fs_data, out_dir, files)
-    shots_figure = _shots_figure(plt, fs_data, out_dir, files)
+    profile = C.profile_name(params)
+    variance_figure, var_stats = _variance_figure(plt, fs_data, out_dir, files, profile)
+    shots_figure = _shots_figure(plt, fs_data, out_dir, files, profile)
     params_df = _params_table(params, metrics, runs, pub_rows, out_dir)
     claims = compute_claims(params, runs, b2n_stats, dg_stats, var_stats, pub_rows)
     text = claims_text(claims, C.measured_label(params))
@@ -218,7 +222,8 @@ def _base2new(params, metrics, runs, datasets, analogs, pub_rows, out_dir):
         avg = d == "Average"
         for run in runs:
             st = all_stats[run][d]
-            pubs = published_for(pub_rows, C.registered(params, "rpo", run), "base2new")
+            # an ablation run (rpo_write) is another configuration: never beside RPO's published numbers
+            pubs = [] if C.is_ablation(params, "rpo", run, metrics) else published_for(pub_rows, C.registered(params, "rpo", run), "base2new")
             cand = C.analog_names(analogs.get(d))
             row = {"dataset": d, "method": _label(params, run)}
             row["analogue of (paper dataset)"] = "–" if avg else analogs.get(d, "–")
@@ -242,7 +247,7 @@ def _dg(params, metrics, runs, dg, analogs, pub_rows, out_dir):
     L = C.measured_label(params)
     for run in [r for r in runs if "dg" in _protocols(params, r)]:
         cells = cells_of(metrics.get(run), "dg")
-        pubs = published_for(pub_rows, C.registered(params, "rpo", run), "dg")
+        pubs = [] if C.is_ablation(params, "rpo", run, metrics) else published_for(pub_rows, C.registered(params, "rpo", run), "dg")
         pubs_top1 = [r for r in pubs if _metric_is(r, "top1") or r.get("metric") is None]
         row = {"method": _label(params, run)}
         st = {}
@@ -278,59 +283,65 @@ def variance_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
 
 
-def _variance_figure(plt, df, out_dir, files):
+def _variance_figure(plt, df, out_dir, files, profile: str = "mini"):
+    """One panel per dataset at 16 shots (or the most shots run): the seeds as points, mean ± 1 sd."""
+    import seaborn as sns
+
     var = variance_table(df)
     if not len(df):
-        return C.finish_figure(C.empty_figure("no few-shot metrics yet"), out_dir, "variance", files), var
+        return C.finish_figure(C.empty_figure(f"no few-shot metrics yet ({profile} profile)"), out_dir, "variance", files), var
     shots = int(16 if (df["shots"] == 16).any() else df["shots"].max())
     d = df[df["shots"] == shots]
     datasets = list(dict.fromkeys(d["dataset"]))
     order = list(dict.fromkeys(df["method"]))
+    palette = {m: f"C{i}" for i, m in enumerate(order)}
     fig, axes = plt.subplots(1, len(datasets), figsize=(0.6 + (0.55 * len(order) + 0.6) * len(datasets), 3.2), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         x = d[d["dataset"] == ds]
-        rng = np.random.default_rng(0)  # jitter only
-        for i, method in enumerate(order):
-            vals = x.loc[x["method"] == method, "top1"].to_numpy()
-            if len(vals):
-                ax.boxplot([vals], positions=[i], widths=0.55, showfliers=False, patch_artist=True,
-                           boxprops={"facecolor": "0.92", "linewidth": 0.8}, medianprops={"color": "0.3"})
-                ax.scatter(i + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14, alpha=0.75, color=f"C{i}", zorder=3)
-        ax.set_xticks(range(len(order)))
-        ax.set_xticklabels(order)
-        ax.set_xlim(-0.6, len(order) - 0.4)
+        sns.stripplot(data=x, x="method", y="top1", order=order, hue="method", palette=palette, legend=False, ax=ax,
+                      size=4, alpha=0.7, jitter=0.12, zorder=3)
+        sns.pointplot(data=x, x="method", y="top1", order=order, errorbar="sd", color="0.15", markers="_", markersize=12,
+                      linestyle="none", capsize=0.25, err_kws={"linewidth": 1.0}, ax=ax)
         ax.set_title(f"{ds}, {shots} shots", fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel("test top-1 (%)")
         ax.tick_params(axis="x", rotation=60, labelsize=8)
-    fig.suptitle(f"Few-shot accuracy over seeds (points = seeds, n = {d['seed'].nunique()})", fontsize=9)
+    fig.suptitle(f"RPO, {profile} profile: few-shot accuracy over seeds (points = seeds, n = {d['seed'].nunique()}; bar = mean ± 1 sd)", fontsize=9)
     fig.tight_layout()
     return C.finish_figure(fig, out_dir, "variance", files), var
 
 
-def _shots_figure(plt, df, out_dir, files):
+def _shots_figure(plt, df, out_dir, files, profile: str = "mini"):
+    """Accuracy vs shots per dataset on a log2 axis, mean over seeds ± 1 sd (seaborn errorbar='sd').
+    No published curve: visprompt.published.rpo's only few-shot number (1 shot, new classes,
+    average over 10 real datasets) measures something else than these panels."""
+    import seaborn as sns
+
     if not len(df):
-        return C.finish_figure(C.empty_figure("no few-shot metrics yet"), out_dir, "shots", files)
-    var = variance_table(df)
+        return C.finish_figure(C.empty_figure(f"no few-shot metrics yet ({profile} profile)"), out_dir, "shots", files)
     datasets = list(dict.fromkeys(df["dataset"]))
+    order = list(dict.fromkeys(df["method"]))
+    palette = {m: f"C{i}" for i, m in enumerate(order)}
     fig, axes = plt.subplots(1, len(datasets), figsize=(3.3 * len(datasets), 2.9), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
-        for i, method in enumerate(dict.fromkeys(df["method"])):
-            v = var[(var["dataset"] == ds) & (var["method"] == method)].sort_values("shots")
-            if not len(v):
-                continue
-            sd = v["std"].fillna(0.0)
-            ax.plot(v["shots"], v["mean"], marker="o", ms=3, lw=1.3, label=method, color=f"C{i}")
-            ax.fill_between(v["shots"], v["mean"] - sd, v["mean"] + sd, alpha=0.15, color=f"C{i}")
+        x = df[df["dataset"] == ds]
+        sns.lineplot(data=x, x="shots", y="top1", hue="method", hue_order=order, palette=palette, errorbar="sd",
+                     marker="o", markersize=4, linewidth=1.3, err_kws={"alpha": 0.15}, ax=ax, legend=ax is axes[0][-1])
         ax.set_xscale("log", base=2)
         ticks = sorted(df["shots"].unique())
         ax.set_xticks(ticks)
         ax.set_xticklabels([str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_title(ds, fontsize=9)
-        ax.set_xlabel("shots per class")
+        ax.set_xlabel("shots per class (log2)")
         ax.set_ylabel("test top-1 (%)")
-    axes[0][-1].legend(fontsize=7, frameon=False, loc="best")
-    fig.suptitle("Accuracy vs shots: mean over seeds, band = ± 1 std", fontsize=9)
+    leg = axes[0][-1].get_legend()
+    if leg is not None:
+        leg.set_frame_on(False)
+        for t in leg.get_texts():
+            t.set_fontsize(7)
+        leg.set_title(None)
+    fig.suptitle(f"RPO, {profile} profile: accuracy vs shots, mean over seeds, band = ± 1 sd", fontsize=9)
     fig.tight_layout()
     return C.finish_figure(fig, out_dir, "shots", files)
 
@@ -346,7 +357,7 @@ def _params_table(params, metrics, runs, pub_rows, out_dir):
             row[f"trainable, {proto} ({L})"] = ", ".join(f"{v:,}" for v in vals) if vals else C.DASH
         totals = sorted({c["params"]["total"] for c in (res or {}).get("cells", []) if "params" in c})
         row[f"total ({L})"] = ", ".join(f"{v:,}" for v in totals) if totals else C.DASH
-        pubs = [r for r in published_for(pub_rows, C.registered(params, "rpo", run)) if _metric_is(r, "params")]
+        pubs = [] if C.is_ablation(params, "rpo", run, metrics) else [r for r in published_for(pub_rows, C.registered(params, "rpo", run)) if _metric_is(r, "params")]
         row["trainable (published)"] = "; ".join(C.fmt_published(r["value"], r, where=r.get("dataset") or r.get("metric")) for r in pubs) or C.DASH
         rows.append(row)
     return C.save_table(pd.DataFrame(rows), out_dir, "params")
@@ -471,3 +482,119 @@ def claims_text(claims: dict, label: str = "mini") -> str:
     lines.append("Mini-world numbers are measurements with a tiny CLIP on procedural datasets; they are not the paper's numbers." if label == "mini" else
                  "Measured numbers come from this pipeline on the real datasets with CLIP ViT-B/16 and CoOp's split files; published numbers are the paper's.")
     return "\n".join(lines)
+
+
+# --- HTML (paper-shaped tables; the numbers are the .md/.csv tables' own) ---------------------
+
+
+def _b2n_block(rows: pd.DataFrame, L: str, average: bool, uuid: str) -> "P.HTML":
+    spec = [("method", "", "method", "txt")]
+    for metric, name in (("base", "Base"), ("new", "New"), ("HM", "HM")):
+        spec += [(name, L, f"{metric} ({L})", "mini"), (name, "published", f"{metric} (published)", "pub")]
+    if average:
+        spec.append(("HM, mean of per-dataset HMs", L, f"mean of per-dataset HM ({L})", "mini"))
+    df, kinds = P.order_rows(rows, "method")
+    if average:  # the caption says it: no 'average' under every published number
+        df = df.copy()
+        for c in ("base (published)", "new (published)", "HM (published)"):
+            if c in df.columns:
+                df[c] = [P.without_where(v, "average") for v in df[c]]
+    return P.table(df, spec, uuid=uuid, row_kinds=kinds, wrap=False, footnotes=False)
+
+
+def base2new_html(b2n: pd.DataFrame, only_average: bool = False) -> "P.HTML":
+    """The RPO paper's base-to-new table: one block per dataset ((a) Average first), rows the
+    methods, columns Base / New / HM, each mini | published."""
+    L = P.measured_label(b2n.columns)
+    datasets = list(dict.fromkeys(b2n["dataset"]))
+    datasets = [d for d in datasets if d == "Average"] + ([] if only_average else [d for d in datasets if d != "Average"])
+    parts = []
+    for i, d in enumerate(datasets):
+        rows = b2n[b2n["dataset"] == d]
+        avg = d == "Average"
+        if avg:
+            cap = f"({chr(97 + i)}) Average over {len(set(b2n['dataset'])) - 1} datasets"
+        else:
+            analog = next((a for a in rows.get("analogue of (paper dataset)", []) if not P.blank(a)), None)
+            cap = f"({chr(97 + i)}) {P.esc(d)}" + (f' <span class="note">mini analogue of {P.esc(analog)}</span>' if analog and L == "mini" else "")
+        parts.append(f'<p class="cap">{cap}</p>' + _b2n_block(rows, L, avg, f"rpo_b2n_{i}"))
+    shown = b2n[b2n["dataset"].isin(datasets)]
+    marks = [P.parse_published(v) for c in shown.columns if "published" in str(c) for v in shown[c]]
+    notes = P.standard_notes(True, any(m and m["unconfirmed"] for m in marks if m), any(m and m["approximate"] for m in marks if m),
+                             any(P.is_ablation_label(m) for m in shown["method"]))
+    notes.append("Base / New: test top-1 (%) on the base and new halves, mean ± std over seeds; HM = 2·B·N/(B+N) of the seed means. "
+                 "Average block: base and new averaged over the datasets, HM of those averages (CoCoOp's convention; the published baselines' too); "
+                 "RPO's published 77.78 is the mean of its per-dataset HMs, shown under the number and beside our own mean of per-dataset HMs.")
+    return P.blocks(parts, notes=notes)
+
+
+def dg_html(dg: pd.DataFrame) -> "P.HTML":
+    """Domain generalisation: source then each target, mini | published, then the target average."""
+    L = P.measured_label(dg.columns)
+    spec, pub = [("method", "", "method", "txt")], {}
+    for c in dg.columns:
+        m = re.match(r"^(.*) \(published\)$", str(c))
+        if m:
+            pub[m.group(1)] = c
+    for c in dg.columns[1:]:
+        m = re.match(rf"^(.*) \((source|target), {L}\)$", str(c))
+        if m:
+            g = f"{m.group(1)} ({m.group(2)})"
+            spec.append((g, L, c, "mini"))
+            if m.group(1) in pub:
+                spec.append((g, "published", pub[m.group(1)], "pub"))
+        elif str(c).startswith("target average"):
+            spec.append(("target average", L, c, "mini"))
+    df, kinds = P.order_rows(dg, "method")
+    return P.table(df, spec, uuid="rpo_dg", row_kinds=kinds, notes=[
+        "Trained on the source, tested on its style-shifted copies (mini) or the ImageNet variants (paper); test top-1 (%), mean ± std over seeds."])
+
+
+def params_html(params_df: pd.DataFrame) -> "P.HTML":
+    L = P.measured_label(params_df.columns)
+    spec = [("method", "", "method", "txt"), ("cfg", "", "cfg", "txt")]
+    for c in params_df.columns[2:]:
+        m = re.match(rf"^trainable, (\w+) \({L}\)$", str(c))
+        if m:
+            spec.append((f"trainable ({L})", m.group(1), c, "mini"))
+        elif str(c) == f"total ({L})":
+            spec.append(("total", L, c, "mini"))
+        elif str(c) == "trainable (published)":
+            spec.append(("trainable", "published", c, "pub"))
+    df, kinds = P.order_rows(params_df, "method")
+    return P.table(df, spec, uuid="rpo_params", row_kinds=kinds, notes=["Parameters per protocol (published: ViT-B/16, the configuration named under the number)."])
+
+
+def variance_html(var: pd.DataFrame) -> "P.HTML":
+    """Few-shot accuracy per dataset × method (rows) and shots (columns): mean ± sd over seeds."""
+    if not len(var):
+        return P.table(pd.DataFrame({"dataset": []}), [("dataset", "", "dataset", "txt")], uuid="rpo_variance", notes=["No few-shot metrics yet."])
+    v = var.copy()
+    v["cell"] = [C.fmt_ms(m, s) for m, s in zip(v["mean"], v["std"])]
+    wide = v.pivot_table(index=["dataset", "method"], columns="shots", values="cell", aggfunc="first", sort=False)
+    order = list(dict.fromkeys(var["method"]))
+    wide = wide.reset_index()
+    wide["_m"] = wide["method"].map(order.index)
+    wide = wide.sort_values(["dataset", "_m"], kind="stable").drop(columns="_m").reset_index(drop=True)
+    shots = sorted(c for c in wide.columns if isinstance(c, (int, np.integer)))
+    wide.columns = [f"{c} shots" if c in shots else c for c in wide.columns]
+    spec = [("dataset", "", "dataset", "txt"), ("method", "", "method", "txt")] + [("shots per class", str(s), f"{s} shots", "mini") for s in shots]
+    n = sorted(set(int(x) for x in var["n"]))
+    return P.table(wide, spec, uuid="rpo_variance", notes=[
+        f"Test top-1 (%), mean ± sample std over {n[0] if len(n) == 1 else f'{n[0]}–{n[-1]}'} seeds (the few-shot splits' seeds)."])
+
+
+def html_tables(r: dict) -> dict:
+    """The report's tables and lists as HTML, keyed like the notebook shows them."""
+    return {"claims": P.claims(r["claims_table"], uuid="rpo_claims"), "base2new": base2new_html(r["base2new"]), "dg": dg_html(r["dg"]),
+            "variance": variance_html(r["variance"]), "params": params_html(r["params"]), "claims_text": P.bullets(r["claims_text"].splitlines())}
+
+
+def headline(report_dir) -> tuple[str, str] | None:
+    """(Markdown, HTML) of the base-to-new average block for the index, from the report stage's files."""
+    d = Path(report_dir)
+    if not (d / "base2new.csv").is_file():
+        return None
+    b2n = pd.read_csv(d / "base2new.csv", dtype=str, keep_default_na=False)
+    avg = b2n[b2n["dataset"] == "Average"].drop(columns=["analogue of (paper dataset)"], errors="ignore")
+    return avg.to_markdown(index=False), base2new_html(b2n, only_average=True)

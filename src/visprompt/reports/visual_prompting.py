@@ -15,6 +15,8 @@ not over the mini analogues. Robustness drop = test − shifted test, in accurac
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ import pandas as pd
 from .. import report
 from . import _common as C
 from . import claims as K
+from . import present as P
 
 # registered method -> (short label, names the paper / published table may use)
 MAIN = {
@@ -225,14 +228,15 @@ def _ablation(params, metrics, tasks, out_dir, files, plt):
         import seaborn as sns
 
         piv = piv.reindex([d for d in order if d in piv.index])
-        fig, ax = plt.subplots(figsize=(1.2 + 0.7 * piv.shape[1], 0.8 + 0.5 * piv.shape[0]))
-        sns.heatmap(piv, annot=True, fmt=".1f", cmap="viridis", cbar=False, ax=ax, annot_kws={"fontsize": 8})
-        ax.set_title(f"VP {L}: average test top-1, seed {seed}", fontsize=9)
+        fig, ax = plt.subplots(figsize=(2.4 + 0.7 * piv.shape[1], 0.9 + 0.5 * piv.shape[0]))
+        sns.heatmap(piv, annot=True, fmt=".1f", cmap="viridis", cbar=True, cbar_kws={"label": "test top-1 (%)"}, ax=ax, annot_kws={"fontsize": 8})
+        ax.set_title(f"VP, {C.profile_name(params)} profile: average test top-1 over datasets, seed {seed}\n"
+                     "(no published number per design or size in visprompt.published)", fontsize=8)
         ax.set_ylabel("")
         fig.tight_layout()
         info["figure"] = C.finish_figure(fig, out_dir, "ablation", files)
     else:
-        info["figure"] = C.finish_figure(C.empty_figure("no complete ablation run yet"), out_dir, "ablation", files)
+        info["figure"] = C.finish_figure(C.empty_figure(f"no complete ablation run yet ({C.profile_name(params)} profile)"), out_dir, "ablation", files)
     return df, info
 
 
@@ -258,7 +262,7 @@ def _prompt_figure(params, metrics, mains, tasks, metrics_root, out_dir, files, 
             if arr is not None:
                 images[(m, c["task"])] = (arr, c.get("seed"))
     if not images:
-        return C.finish_figure(C.empty_figure("no learned prompt images yet (run vp_pad)"), out_dir, "prompts", files)
+        return C.finish_figure(C.empty_figure(f"no learned prompt images yet (run vp_pad; {C.profile_name(params)} profile)"), out_dir, "prompts", files)
     rows = [m for m, _ in designs if any(k[0] == m for k in images)]
     fig, axes = plt.subplots(len(rows), len(tasks), figsize=(1.7 * len(tasks), 1.9 * len(rows)), squeeze=False)
     for i, m in enumerate(rows):
@@ -275,7 +279,7 @@ def _prompt_figure(params, metrics, mains, tasks, metrics_root, out_dir, files, 
                 ax.text(0.5, 0.5, "–", ha="center", va="center")
             if j == 0:
                 ax.set_ylabel(MAIN[m][0], fontsize=8)
-    fig.suptitle("Learned prompts, de-normalised (inside of a pad = mean colour)", fontsize=9)
+    fig.suptitle(f"VP, {C.profile_name(params)} profile: learned prompts, de-normalised (inside of a pad = mean colour)", fontsize=9)
     fig.tight_layout()
     return C.finish_figure(fig, out_dir, "prompts", files)
 
@@ -360,3 +364,69 @@ def claims_text(claims: dict, label: str = "mini") -> str:
     lines.append("Mini-world numbers are measurements with a tiny CLIP on procedural datasets; they are not the paper's numbers." if label == "mini" else
                  "Measured numbers come from this pipeline on the real datasets with CLIP ViT-B/32; the last epoch is reported (the official code picks the best test epoch).")
     return "\n".join(lines)
+
+
+# --- HTML (paper-shaped tables; the numbers are the .md/.csv tables' own) ---------------------
+
+
+def _method_groups(columns, label: str, skip=()) -> list:
+    """'TP (mini)' / 'TP (published)' -> [('TP', label, col, 'mini'), ('TP', 'published', col, 'pub')] in column order."""
+    spec = []
+    for c in columns:
+        if c in skip:
+            continue
+        m = re.match(rf"^(.*) \(({label}|published)\)$", str(c))
+        if m:
+            spec.append((m.group(1), m.group(2), c, "pub" if m.group(2) == "published" else "mini"))
+    return spec
+
+
+def main_html(main: pd.DataFrame) -> "P.HTML":
+    """Datasets × methods, each method mini | published, the Average row last."""
+    L = P.measured_label(main.columns)
+    spec = [("dataset", "", "dataset", "txt"), ("analogue of (paper dataset)", "", "analogue of (paper dataset)", "txt")]
+    spec += _method_groups(main.columns, L)
+    kinds = ["avg" if str(d) == "Average" else "" for d in main["dataset"]]
+    return P.table(main, spec, uuid="vp_main", row_kinds=kinds, notes=[
+        "Test top-1 (%), mean ± std over seeds; Average: mean over the datasets (the published average is the paper's own, over its 12 datasets). "
+        "A mini dataset stands beside the paper dataset it is the analogue of (named under each published number)."])
+
+
+def ablation_html(ablation: pd.DataFrame) -> "P.HTML":
+    """Design × prompt size, one seed; every row here is a design or size run (measured only)."""
+    spec = [(c, "", c, "txt" if c in ("design", "run") else "mini") for c in ("design", "prompt size", "run", "trainable params") if c in ablation.columns]
+    group = None
+    for c in ablation.columns[len(spec):]:
+        m = re.match(r"^(.*) \((\w+, seed .*)\)$", str(c))
+        group = f"test top-1 ({m.group(2)})" if m else group or "test top-1"
+        spec.append((group, m.group(1) if m else str(c), c, "mini"))
+    return P.table(ablation, spec, uuid="vp_ablation", notes=[
+        "The padding / fixed-patch / random-patch prompters at several prompt sizes; average: mean over the datasets (– unless every dataset ran)."])
+
+
+def robustness_html(rob: pd.DataFrame) -> "P.HTML":
+    """Average test, shifted test and drop, then the drop per dataset (measured only)."""
+    L = P.measured_label(rob.columns)
+    spec = [("method", "", "method", "txt")]
+    for c in rob.columns[1:]:
+        m = re.match(rf"^(.*) \({L}\)$", str(c))
+        if m:
+            spec.append((f"average over datasets ({L})", m.group(1), c, "mini"))
+        elif str(c).startswith("drop "):
+            spec.append((f"drop per dataset, points ({L})", str(c)[5:], c, "mini"))
+    return P.table(rob, spec, uuid="vp_robustness", notes=["Drop = test − style-shifted test, accuracy points (mean ± std over seeds)."])
+
+
+def html_tables(r: dict) -> dict:
+    """The report's tables and lists as HTML, keyed like the notebook shows them."""
+    return {"claims": P.claims(r["claims_table"], uuid="vp_claims"), "main": main_html(r["main"]), "ablation": ablation_html(r["ablation"]),
+            "robustness": robustness_html(r["robustness"]), "claims_text": P.bullets(r["claims_text"].splitlines())}
+
+
+def headline(report_dir) -> tuple[str, str] | None:
+    """(Markdown, HTML) of the main table for the index, read from the report stage's files."""
+    d = Path(report_dir)
+    if not (d / "main.csv").is_file():
+        return None
+    main = pd.read_csv(d / "main.csv", dtype=str, keep_default_na=False)
+    return (d / "main.md").read_text() if (d / "main.md").is_file() else main.to_markdown(index=False), main_html(main)

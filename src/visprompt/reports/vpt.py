@@ -22,6 +22,7 @@ Conventions
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,7 @@ import pandas as pd
 from .. import report
 from . import _common as C
 from . import claims as K
+from . import present as P
 
 GROUPS = ("fgvc", "natural", "specialized", "structured")
 GROUP_LABEL = {"fgvc": "FGVC", "natural": "Natural", "specialized": "Specialized", "structured": "Structured"}
@@ -211,12 +213,13 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     n_tasks = len(tasks)
     L = C.measured_label(params)
 
-    table, per_task_rows, fig_rows, numeric = [], [], [], {}
+    table, per_task_rows, fig_rows, pub_points, numeric = [], [], [], [], {}
     for run in runs:
         res = metrics.get(run)
         by_task = seed_table(res)
         label = method_label(params, run, metrics)
-        pub = published_lookup(pub_rows, params, run, metrics)
+        # an ablation run (vpt_deep_p2) is another configuration: never beside the method's published numbers
+        pub = {"groups": {}, "params": None, "tasks": {}} if C.is_ablation(params, "vpt", run, metrics) else published_lookup(pub_rows, params, run, metrics)
         row = {"method": label}
         numeric[run] = {"label": label, "by_task": by_task, "tasks": {t: C.stats(v.values()) for t, v in by_task.items()}, "groups": {}}
         for g in GROUPS:
@@ -230,6 +233,8 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
             row[f"{GROUP_LABEL[g]} (published)"] = C.fmt_published(_value(pr), pr) if pr else C.DASH
             for s, v in st["per_seed"].items():
                 fig_rows.append({"method": label, "group": GROUP_LABEL[g], "seed": s, "top1": v})
+            if pr and _value(pr) is not None:
+                pub_points.append({"method": label, "group": GROUP_LABEL[g], "top1": _value(pr)})
         mult = storage_multiplier(res, backbone)
         numeric[run]["multiplier"] = mult
         row[f"total params ({L}, {n_tasks} tasks)"] = C.DASH if math.isnan(mult) else f"{mult:.3f}×" + (f" ({len(by_task)}/{n_tasks} tasks)" if len(by_task) < n_tasks else "")
@@ -246,7 +251,8 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     files: dict = {}
     table1 = C.save_table(pd.DataFrame(table), out_dir, "table1")
     per_task = C.save_table(pd.DataFrame(per_task_rows), out_dir, "per_task")
-    files.update({"table1": f"{out_dir}/table1.md", "per_task": f"{out_dir}/per_task.md"})
+    wins = C.save_table(wins_table(params, metrics, runs, numeric, group_tasks, pub_rows, L), out_dir, "table1_wins")
+    files.update({"table1": f"{out_dir}/table1.md", "per_task": f"{out_dir}/per_task.md", "table1_wins": f"{out_dir}/table1_wins.md"})
     claims = compute_claims(params, metrics, numeric, pub_rows, tasks)
     text = claims_text(claims, n_tasks, backbone, L)
     if pub_note:
@@ -256,9 +262,38 @@ def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
     deviations = deviations_from_paper(params)
     (Path(out_dir) / "deviations.md").write_text("# Deviations from the paper\n\n" + "".join(f"- {d}\n" for d in deviations))
     files.update({"claims": f"{out_dir}/claims.md", "claims_json": f"{out_dir}/claims.json", "deviations": f"{out_dir}/deviations.md"})
-    figure = _figure(plt, fig_rows, out_dir, files, L)
-    return {"claims_table": claims_table, "claims_list": verdicts, "table1": table1, "per_task": per_task, "claims": claims, "claims_text": text,
+    figure = _figure(plt, fig_rows, out_dir, files, C.profile_name(params), pub_points)
+    return {"claims_table": claims_table, "claims_list": verdicts, "table1": table1, "per_task": per_task, "wins": wins, "claims": claims, "claims_text": text,
             "deviations": deviations, "figure": figure, "files": files, "published_note": pub_note, "backbone_params": backbone, "group_of_task": groups}
+
+
+def wins_table(params: dict, metrics: dict, runs, numeric: dict, group_tasks: dict, pub_rows: list, label: str = "mini") -> pd.DataFrame:
+    """Table 1's "[# wins]": per run and group, the tasks where the run's mean over seeds beats Full's
+    (strictly), of the group's tasks both measured; beside it the same count on the paper's per-task
+    published numbers, where both the method and Full have them (a main run only, never an ablation)."""
+    cols = ["method", "group", f"wins ({label})", f"tasks ({label})", "wins (published)", "tasks (published)"]
+    full = _run_for(params, "full", metrics)
+    if full is None:
+        return pd.DataFrame(columns=cols)
+    pub_full = [r for r in pub_rows if _pub_is(r, "full", "Full") and r.get("kind") == "task" and _value(r) is not None]
+    rows = []
+    for run in runs:
+        if run == full or run not in numeric:
+            continue
+        mine, theirs = numeric[run]["tasks"], numeric[full]["tasks"]
+        pub_run = [] if C.is_ablation(params, "vpt", run, metrics) else \
+            [r for r in pub_rows if _pub_method_matches(r, params, run, metrics) and r.get("kind") == "task" and _value(r) is not None]
+        for g in GROUPS:
+            common = [t for t in group_tasks[g] if t in mine and t in theirs and mine[t][2] and theirs[t][2]]
+            a = {str(r["task_or_group"]): _value(r) for r in pub_run if g in str(r.get("group", ""))}
+            b = {str(r["task_or_group"]): _value(r) for r in pub_full if g in str(r.get("group", ""))}
+            both = [t for t in a if t in b]
+            if not common and not both:
+                continue
+            rows.append({"method": numeric[run]["label"], "group": GROUP_LABEL[g],
+                         f"wins ({label})": sum(mine[t][0] > theirs[t][0] for t in common) if common else C.DASH, f"tasks ({label})": len(common) or C.DASH,
+                         "wins (published)": sum(a[t] > b[t] for t in both) if both else C.DASH, "tasks (published)": len(both) or C.DASH})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def deviations_from_paper(params: dict) -> list:
@@ -429,12 +464,15 @@ def claims_text(claims: dict, n_tasks: int, backbone: int | None, label: str = "
     return "\n".join(lines)
 
 
-def _figure(plt, rows: list, out_dir: str, files: dict, label: str = "mini"):
+def _figure(plt, rows: list, out_dir: str, files: dict, profile: str = "mini", pub_points: list | None = None):
+    """Per group: the per-seed group means (points), their mean (red bar) and, where
+    ``visprompt.published.vpt`` has it, the paper's group mean (grey diamond, ViT-B/16 on real data)."""
     import seaborn as sns
 
     if not rows:
-        return C.finish_figure(C.empty_figure("no VPT metrics yet"), out_dir, "accuracy_by_group", files)
+        return C.finish_figure(C.empty_figure(f"no VPT metrics yet ({profile} profile)"), out_dir, "accuracy_by_group", files)
     df = pd.DataFrame(rows)
+    pub = pd.DataFrame(pub_points or [], columns=["method", "group", "top1"])
     groups = [GROUP_LABEL[g] for g in GROUPS if GROUP_LABEL[g] in set(df["group"])]
     order = list(dict.fromkeys(df["method"]))
     ncols = 2 if len(groups) >= 3 else len(groups)
@@ -447,10 +485,91 @@ def _figure(plt, rows: list, out_dir: str, files: dict, label: str = "mini"):
         d = df[df["group"] == g]
         sns.stripplot(data=d, x="method", y="top1", order=order, ax=ax, size=4, alpha=0.6, jitter=0.15, color="0.35")
         sns.pointplot(data=d, x="method", y="top1", order=order, ax=ax, errorbar=None, linestyle="none", markers="_", markersize=14, color="C3")
+        p = pub[(pub["group"] == g) & pub["method"].isin(order)]
+        if len(p):
+            ax.scatter([order.index(m) for m in p["method"]], p["top1"], marker="D", s=22, facecolors="none", edgecolors="0.45",
+                       linewidths=1.0, zorder=4, label="published (paper)")
         ax.set_title(g, fontsize=10)
         ax.set_xlabel("")
         ax.set_ylabel("test top-1 (%)")
         ax.tick_params(axis="x", rotation=70, labelsize=8)
-    fig.suptitle(f"VPT {label}: group mean per seed (points), mean over seeds (red)", fontsize=10)
+    if len(pub):
+        flat[0].legend(fontsize=7, frameon=False, loc="best")
+    fig.suptitle(f"VPT, {profile} profile: group mean per seed (points), mean over seeds (red)"
+                 + ("; published paper value (grey diamond, ViT-B/16 on the real tasks)" if len(pub) else ""), fontsize=9)
     fig.tight_layout()
     return C.finish_figure(fig, out_dir, "accuracy_by_group", files)
+
+
+# --- HTML (paper-shaped tables; the numbers are the .md/.csv tables' own) ---------------------
+
+
+def table1_html(table1: pd.DataFrame, wins: pd.DataFrame | None = None) -> "P.HTML":
+    """Table 1 as in the paper: Total params, FGVC, Natural, Specialized, Structured, each
+    mini | published, "[# wins]" against Full where counted; ablation runs below the main rows."""
+    L = P.measured_label(table1.columns)
+    df, kinds = P.order_rows(table1, "method")
+    w = {}
+    if wins is not None and len(wins):
+        for r in wins.to_dict("records"):
+            w[(str(r["method"]), str(r["group"]))] = (r.get(f"wins ({L})"), r.get("wins (published)"))
+    df = df.copy()
+    spec = [("method", "", "method", "txt")]
+    total = [c for c in df.columns if str(c).startswith("total params (")]
+    for c in total:
+        spec.append(("Total params", c[len("total params ("):-1].replace(", ", " · "), c, "pub" if "published" in c else "mini"))
+    for g in GROUPS:
+        G = GROUP_LABEL[g]
+        mcol, pcol = f"{G} ({L}, measured)", f"{G} (published)"
+        if mcol not in df.columns:
+            continue
+        for col, i in ((mcol, 0), (pcol, 1)):
+            if col not in df.columns:
+                continue
+            vals = []
+            for k, (method, v) in enumerate(zip(df["method"], df[col])):
+                n = w.get((str(method), G), (None, None))[i]
+                tag = f" [{n}]" if not P.blank(n) and not (i == 1 and kinds[k] == "abl") else ""
+                vals.append(P.DASH if P.blank(v) else (P.measured(v, extra=tag) if i == 0 else P.published(v, extra=tag)))
+            df[col] = vals
+        spec += [(G, L, mcol, "html")] + ([(G, "published", pcol, "html")] if pcol in df.columns else [])
+    spec += [("trainable / task", L, c, "mini") for c in df.columns if str(c).startswith("trainable params / task")]
+    pub_cols = {c for g, s, c, _ in spec if s == "published"}
+    spec = [(g, s, c, "pubhtml" if c in pub_cols and k == "html" else k) for g, s, c, k in spec]
+    notes = ["Test top-1 (%), mean ± std over seeds; a group's number is the mean over its tasks. "
+             "Total params: the parameters stored for all tasks of the table, × the backbone's (module doc of visprompt.reports.vpt)."]
+    if w:
+        notes.append("[n]: the paper's \"# wins\": tasks of the group where the method's mean beats Full's (published: counted on the paper's per-task numbers).")
+    return P.table(df, spec, uuid="vpt_table1", row_kinds=kinds, notes=notes)
+
+
+def per_task_html(per_task: pd.DataFrame) -> "P.HTML":
+    """Per task, grouped under the paper's group headings (measured only: the mini tasks have no published number)."""
+    spec = [("method", "", "method", "txt")]
+    by_group: dict = {}
+    for c in per_task.columns[1:]:
+        m = re.match(r"^(.*) \((\w+)\)$", str(c))
+        g = m.group(2) if m else "other"
+        by_group.setdefault(g, []).append((m.group(1) if m else str(c), c))
+    for g in [*GROUPS, *[g for g in by_group if g not in GROUPS]]:
+        for task, c in by_group.get(g, []):
+            spec.append((GROUP_LABEL.get(g, g), task, c, "mini"))
+    df, kinds = P.order_rows(per_task, "method")
+    return P.table(df, spec, uuid="vpt_per_task", row_kinds=kinds, notes=["Test top-1 (%), mean ± std over seeds, measured by this pipeline; grouped under the paper's group headings."])
+
+
+def html_tables(r: dict) -> dict:
+    """The report's tables and lists as HTML, keyed like the notebook shows them."""
+    return {"claims": P.claims(r["claims_table"], uuid="vpt_claims"), "table1": table1_html(r["table1"], r.get("wins")),
+            "per_task": per_task_html(r["per_task"]), "deviations": P.bullets(r["deviations"]),
+            "claims_text": P.bullets(r["claims_text"].splitlines())}
+
+
+def headline(report_dir) -> tuple[str, str] | None:
+    """(Markdown, HTML) of Table 1 for the index, read from the report stage's files."""
+    d = Path(report_dir)
+    if not (d / "table1.csv").is_file():
+        return None
+    t1 = pd.read_csv(d / "table1.csv", dtype=str, keep_default_na=False)
+    wins = pd.read_csv(d / "table1_wins.csv", dtype=str, keep_default_na=False) if (d / "table1_wins.csv").is_file() else None
+    return (d / "table1.md").read_text() if (d / "table1.md").is_file() else t1.to_markdown(index=False), table1_html(t1, wins)
