@@ -80,7 +80,7 @@ def convergence(paper: str, metrics: dict, runs) -> dict:
     ``train.fit``). Cells without training (zero-shot, probes) do not count; a metrics file older
     than the plateau record leaves the verdict open (None) unless another cell already failed."""
     claim = "every trained cell converged (training loss plateaued)"
-    trained, failed, unknown, runs_seen = 0, [], [], []
+    trained, failed, unknown, runs_seen, by_run = 0, [], [], [], []
     for run in runs:
         cells = [c for c in (metrics.get(run) or {}).get("cells", []) if c.get("history") or "plateau" in c]
         if cells:
@@ -94,12 +94,17 @@ def convergence(paper: str, metrics: dict, runs) -> dict:
                 failed.append(name + (f" (loss −{100 * imp:.1f}% over its last {p.get('window_epochs')} epochs)" if isinstance(imp, (int, float)) else ""))
             elif p.get("converged") is None:
                 unknown.append(name)
+        n_bad = sum(1 for c in cells if (c.get("plateau") or {}).get("converged") is False)
+        if n_bad:  # the why: how long the cells that still improve were trained
+            epochs = sorted({int(c["epochs_run"]) for c in cells if c.get("epochs_run")})
+            by_run.append(f"{run} {n_bad}/{len(cells)}" + (f" at {'/'.join(map(str, epochs))} epochs" if epochs else ""))
     if not trained:
         return missing(paper, "regime", claim, None, "no trained cell in the metrics of " + (listed(runs) or "any run"))
     holds = False if failed else (None if unknown else True)
     mini = f"{trained - len(failed) - len(unknown)} of {trained} trained cells converged" + (f", {len(unknown)} without a plateau record" if unknown else "")
     parts = [f"cells with a training history in {len(runs_seen)} runs ({listed(runs_seen)})"]
     if failed:
+        parts.append(f"not converged per run (the budget's epochs; docs/mini_world.md): {', '.join(by_run)}")
         parts.append(f"not converged ({len(failed)}): {listed(failed)}")
     if unknown:
         parts.append(f"no plateau verdict ({len(unknown)}; older metrics file or < 2 epochs): {listed(unknown)}")
