@@ -250,7 +250,8 @@ def _clean(nb, title: str):
             kept.append(o)
         cell["outputs"] = kept
     first = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0  # under the notebook's own title
-    nb.cells.insert(first, nbformat.v4.new_markdown_cell(title))
+    # a fixed cell id: the same executed notebook renders to the same bytes
+    nb.cells.insert(first, nbformat.v4.new_markdown_cell(title, id="run-header"))
     return nb
 
 
