@@ -31,6 +31,14 @@ from . import _common as C
 from . import claims as K
 from . import present as P
 
+
+def _published_rpo_hm() -> str:
+    """RPO's published average HM, read from the cited module (never typed here)."""
+    from ..published.rpo import published_value
+
+    v = published_value("rpo", "average", "hm")
+    return f"{v['value']:.2f}" if v else "average HM"
+
 LABELS = {"zeroshot": "CLIP (zero-shot)", "rpo": "RPO", "coop": "CoOp", "cocoop": "CoCoOp", "clip_linear_probe": "Linear probe"}
 PUB_NAMES = {
     "zeroshot": {"clip", "zeroshot", "zeroshotclip", "clipzeroshot"},
@@ -524,7 +532,7 @@ def base2new_html(b2n: pd.DataFrame, only_average: bool = False) -> "P.HTML":
                              any(P.is_ablation_label(m) for m in shown["method"]))
     notes.append("Base / New: test top-1 (%) on the base and new halves, mean ± std over seeds; HM = 2·B·N/(B+N) of the seed means. "
                  "Average block: base and new averaged over the datasets, HM of those averages (CoCoOp's convention; the published baselines' too); "
-                 "RPO's published 77.78 is the mean of its per-dataset HMs, shown under the number and beside our own mean of per-dataset HMs.")
+                 f"RPO's published {_published_rpo_hm()} is the mean of its per-dataset HMs, shown under the number and beside our own mean of per-dataset HMs.")
     return P.blocks(parts, notes=notes)
 
 
