@@ -12,15 +12,15 @@ export PATH := $(BIN):$(PATH)
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/visprompt/kernel.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
-	$(BIN)/python -m ipykernel install --sys-prefix --name visprompt --display-name "Python (visprompt)" >/dev/null
+	$(BIN)/python -m visprompt.kernel >/dev/null
 	touch $@
 
 repro: setup
 	dvc repro
-	dvc metrics show -R reports/metrics
+	python -m visprompt summary
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -18,8 +18,8 @@ DVC_FILES = [ROOT / "dvc.yaml", ROOT / "profiles" / "paper" / "dvc.yaml"]
 
 OPTIONS = {
     "data": [], "splits": [], "backbones": ["vit", "clip", "both"], "backbone-vit": [], "backbone-clip": [],
-    "train": ["PAPER", "--method", "--task", "--protocol", "--seed", "--metrics-out", "--runs-root"],
-    "report": ["PAPER"], "index": [], "check": [],
+    "train": ["PAPER", "--method", "--task", "--protocol", "--seed", "--out-root", "--runs-root"],
+    "report": ["PAPER"], "index": [], "summary": [], "check": [],
 }
 
 
@@ -130,12 +130,6 @@ def test_report_names_the_dvc_stage(capsys):
     assert "dvc repro report_vp" in capsys.readouterr().out
 
 
-def test_train_default_metrics_path_is_scratch():
-    path = cli.default_metrics_path("vpt", "full")
-    assert path == Path("build/cli/vpt/full.json")
-    assert "reports" not in path.parts
-
-
 def test_train_restricts_the_method_and_writes_scratch_metrics(monkeypatch, tmp_path):
     calls = []
 
@@ -145,7 +139,7 @@ def test_train_restricts_the_method_and_writes_scratch_metrics(monkeypatch, tmp_
 
     written = []
     monkeypatch.setattr(experiments, "run_method", fake_run_method)
-    monkeypatch.setattr(experiments, "write_metrics", lambda result, path: written.append(Path(path)))
+    monkeypatch.setattr(experiments, "write_outputs", lambda result, root: written.append(Path(root)) or {})
     argv = ["train", "vpt", "--method", "full", "--task", "vtab/count", "--task", "vtab/shapes", "--seed", "2", "--seed", "1",
             "--params", PARAMS, "--runs-root", str(tmp_path), "--no-progress"]
     assert cli.main(argv) == 0
@@ -153,7 +147,7 @@ def test_train_restricts_the_method_and_writes_scratch_metrics(monkeypatch, tmp_
     assert s["tasks"] == ["vtab/shapes", "vtab/count"]  # params order
     assert s["seeds"] == [1, 2]  # the pipeline's first seed still selects the grid
     assert (runs_root, progress) == (str(tmp_path), False)
-    assert written == [Path("build/cli/vpt/full.json")]
+    assert written == [Path("build/cli")]  # scratch, never the DVC-tracked reports/
 
 
 def test_restrict_method_leaves_params_alone():

@@ -378,12 +378,12 @@ def test_paper_dvc_yaml_mirrors_the_mini_pipeline_inside_profiles_paper():
     assert list(stages) == ["data", "splits", "train_vpt", "train_vp", "train_rpo", "report_vpt", "report_vp", "report_rpo", "index"]
     for name in ("train_vpt", "train_vp", "train_rpo"):
         assert stages[name]["foreach"] == "${%s.methods}" % name.split("_")[1]
-        assert "../../notebooks/" in stages[name]["do"]["cmd"] and "-p metrics_out reports/metrics/" in stages[name]["do"]["cmd"]
+        assert "../../notebooks/" in stages[name]["do"]["cmd"] and "-p out_root reports" in stages[name]["do"]["cmd"]
         assert "../../src/visprompt/paper_backend.py" in stages[name]["do"]["deps"]
     outs = []
     for st in stages.values():
         body = st.get("do", st)
-        for key in ("outs", "metrics"):
+        for key in ("outs", "metrics", "plots"):
             for o in body.get(key, []):
                 outs.append(next(iter(o)) if isinstance(o, dict) else o)
     assert outs and all(not o.startswith("..") and not o.startswith("/") and o.split("/")[0] in ("data", "reports") for o in outs)
@@ -423,7 +423,7 @@ def test_reports_and_index_of_the_paper_profile_tag_measured_numbers_real(prepar
     monkeypatch.chdir(tmp_path)  # the stages run in profiles/paper: reports/ is relative
     for paper_name, method in (("vpt", "linear"), ("vp", "zeroshot"), ("rpo", "zeroshot")):
         params[paper_name]["methods"] = {method: params[paper_name]["methods"][method]}
-        write_json(f"reports/metrics/{paper_name}/{method}.json", experiments.run_method(params, paper_name, method, progress=False))
+        experiments.write_outputs(experiments.run_method(params, paper_name, method, progress=False), "reports")
     vpt = report.vpt_report(params, "reports/vpt/report")
     assert "Natural (real, measured)" in vpt["table1"].columns and "FGVC (published)" in vpt["table1"].columns
     assert "VPT-deep vs Full: not measured (run missing)" in vpt["claims_text"] and "mini" not in vpt["claims_text"].lower()

@@ -35,18 +35,37 @@ def test_dvc_repro_smoke_twice(tmp_path):
     _run(["dvc", "config", "core.analytics", "false"], proj, env)
     _run(["dvc", "repro"], proj, env)
 
-    metrics = proj / "reports" / "metrics"
+    records, metrics = proj / "reports" / "records", proj / "reports" / "metrics"
     for paper in ("vpt", "vp", "rpo"):
-        runs = list((metrics / paper).glob("*.json"))
-        assert runs, f"no {paper} metrics"
+        runs = list((records / paper).glob("*.json"))
+        assert runs, f"no {paper} run records"
         for path in runs:
             m = json.loads(path.read_text())
             assert m["cells"] and all("params" in c for c in m["cells"])
+            flat = json.loads((metrics / paper / path.name).read_text())  # the DVC metric: a few flat numbers
+            assert flat and all(isinstance(v, (int, float)) for v in flat.values()), flat
         assert (proj / "reports" / paper / "report").is_dir()
+        assert list((proj / "reports" / "plots" / paper).glob("*.tsv"))
     assert "visprompt" in (proj / "reports" / "index.md").read_text()
-    assert json.loads((metrics / "backbone_clip.json").read_text())["zero_shot_single_factor"]
+    assert json.loads((records / "backbone_clip.json").read_text())["zero_shot_single_factor"]
 
     second = _run(["dvc", "repro"], proj, env)
     assert "Data and pipelines are up to date" in second, second
     shown = _run(["dvc", "metrics", "show"], proj, env)
-    assert "backbone_vit.json" in shown
+    assert "backbone_vit.json" in shown and "vpt/vpt_deep.json" in shown
+    assert max(len(line) for line in shown.splitlines()) < 120, shown  # readable: flat metrics, not run records
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], proj, env))["data"]
+    assert any("plots/vpt/" in name for name in plots) and any(name.endswith("accuracy_by_group.png") for name in plots), list(plots)
+    summary = _run([sys.executable, "-m", "visprompt", "summary"], proj, env)
+    assert "vpt" in summary and "regime" in summary
+
+    # A notebook opened where JupyterLab opens it (notebooks/) runs top to bottom, reuses the
+    # pipeline's finished cells and writes to build/notebooks, never over a DVC-tracked output.
+    tracked = {p: p.read_bytes() for p in (proj / "reports").rglob("*") if p.is_file()}
+    for nb in ("train_vpt.ipynb", "report_vpt.ipynb"):
+        _run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", nb,
+              "--output-dir", str(tmp_path / "executed")], proj / "notebooks", env)
+    assert {p: p.read_bytes() for p in (proj / "reports").rglob("*") if p.is_file()} == tracked
+    scratch = proj / "build" / "notebooks"
+    assert (scratch / "records" / "vpt" / "vpt_deep.json").is_file() and (scratch / "vpt" / "report").is_dir()
+    assert "0 cells trained now" in (tmp_path / "executed" / "train_vpt.ipynb").read_text()

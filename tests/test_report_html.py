@@ -57,12 +57,12 @@ def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
     result = {}
     for paper, mod in MODULES.items():
-        if not (REPORTS / "metrics" / paper).is_dir():
+        if not (REPORTS / "records" / paper).is_dir():
             continue
-        r = mod.build(params, str(out / paper / "report"), metrics_root=str(REPORTS / "metrics"))
+        r = mod.build(params, str(out / paper / "report"), metrics_root=str(REPORTS / "records"))
         result[paper] = (r, mod.html_tables(r))
     if not result:
-        pytest.skip("no committed metrics under reports/metrics")
+        pytest.skip("no committed run records under reports/records")
     return result
 
 

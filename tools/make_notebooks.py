@@ -39,15 +39,26 @@ def same_cells(path: Path, nb) -> bool:
     return key(old.cells) == key(nb.cells) and old.metadata == nb.metadata
 
 
+SETUP = ("import os\nos.environ.setdefault('HF_HUB_OFFLINE', '1')\nfrom visprompt.utils import SCRATCH, repo_root\n\n"
+         "os.chdir(repo_root())  # opened from notebooks/ (JupyterLab): paths are relative to the folder holding dvc.yaml\n")
+
+
 def train(paper: str, title: str, default_method: str, extra_md: str):
     return notebook([
         ("md", f"# {title}\n\n{extra_md}\n\nEvery cell of this method (task × seed, after selection on validation) is run by "
-               "`visprompt.experiments.run_method`; finished cells are reused on resume. Parameters come from `params.yaml` via DVC."),
-        ("params", f'method = "{default_method}"\nparams_file = "params.yaml"\nmetrics_out = "reports/metrics/{paper}/{default_method}.json"\nprogress = False'),
-        ("code", "import os\nos.environ.setdefault('HF_HUB_OFFLINE', '1')\nfrom visprompt import experiments, report\nfrom visprompt.config import load_params\n\nparams = load_params(params_file)\nexperiments.check_method(params, " + repr(paper) + ", method)"),
-        ("code", f"result = experiments.run_method(params, {paper!r}, method, progress=progress)\nexperiments.write_metrics(result, metrics_out)\nprint(f\"{{len(result['cells'])}} cells in {{result['stage_time_s']}} s\")"),
+               "`visprompt.experiments.run_method`; finished cells are reused on resume. Parameters come from `params.yaml` via DVC. "
+               "Run by hand, this notebook writes under `build/notebooks/` (the DVC stage passes `out_root=reports`), "
+               "so it never overwrites a tracked output."),
+        ("params", f'method = "{default_method}"\nparams_file = "params.yaml"\nout_root = None  # None: build/notebooks (scratch); the DVC stage passes "reports"\n'
+                   "progress = None  # None: progress bars only on a terminal; one line per finished cell either way"),
+        ("code", SETUP + "from visprompt import experiments, report\nfrom visprompt.config import load_params\n\n"
+                 "params = load_params(params_file)\nexperiments.check_method(params, " + repr(paper) + ", method)"),
+        ("code", f"result = experiments.run_method(params, {paper!r}, method, progress=progress)\n"
+                 "outputs = experiments.write_outputs(result, out_root or SCRATCH)\nprint(report.run_summary(result))"),
         ("md", "## Results per cell"),
         ("code", "report.cells_table(result)"),
+        ("md", "## Grid search (validation top-1, first seed)"),
+        ("code", "report.selection_table(result)"),
         ("md", "## Training curves"),
         ("code", "report.plot_histories(result);"),
     ])
@@ -62,11 +73,12 @@ def report_nb(paper: str, title: str, build: str, module: str, body):
     """Parameters, imports, the report build, then the verdict table first, then the paper's tables.
     Tables show as HTML (``visprompt.reports.<module>.html_tables``); the rendered report hides the
     code (``nbconvert --no-input``) and warnings are silenced so no machine path reaches it."""
-    return notebook([("md", f"# {title}"), ("params", f'params_file = "params.yaml"\nout_dir = "reports/{paper}"'),
-                     ("code", "import os\nimport warnings\n\nwarnings.filterwarnings('ignore')  # e.g. tqdm's IProgress warning: noise, with a machine path\n"
-                              "os.environ.setdefault('HF_HUB_OFFLINE', '1')\nfrom visprompt import report\nfrom visprompt.config import load_params\n"
+    return notebook([("md", f"# {title}"),
+                     ("params", f'params_file = "params.yaml"\nout_dir = None  # None: build/notebooks/{paper}/report (scratch); the DVC stage passes reports/{paper}/report'),
+                     ("code", "import warnings\n\nwarnings.filterwarnings('ignore')  # e.g. tqdm's IProgress warning: noise, with a machine path\n"
+                              + SETUP + "from visprompt import report\nfrom visprompt.config import load_params\n"
                               f"from visprompt.reports import {module} as paper\n\nparams = load_params(params_file)"),
-                     ("code", f"r = report.{build}(params, out_dir)\nt = paper.html_tables(r)"),
+                     ("code", f"r = report.{build}(params, out_dir or SCRATCH / {paper!r} / 'report')\nt = paper.html_tables(r)"),
                      ("md", CLAIMS_MD), ("code", "t['claims']")] + body)
 
 

@@ -21,7 +21,7 @@ from .errors import ConfigError, unknown_name
 
 PAPERS = ("vpt", "vp", "rpo")  # = experiments.PAPERS (not imported here: it loads torch, too slow for --help)
 BACKBONES = ("vit", "clip")
-SCRATCH = Path("build/cli")  # default metrics of `train`: never a DVC-tracked reports/metrics file
+SCRATCH = Path("build/cli")  # default output root of `train`: never the DVC-tracked reports/
 
 
 # --- commands: each takes (args, params) and returns a summary dict (or None) ---------------------
@@ -37,7 +37,7 @@ def run_data(args, params: dict) -> dict:
     else:
         from . import pipeline
 
-        result = pipeline.run_data(params, progress=not args.no_progress)
+        result = pipeline.run_data(params, progress=_progress(args))
     _write_stage_time("data", t0, result)
     return result
 
@@ -58,10 +58,10 @@ def run_splits(args, params: dict) -> dict:
 
 
 def _write_stage_time(stage: str, t0: float, result: dict | None) -> None:
-    """Stage timings for reports/index.md (``reports/metrics/<stage>.json``, a DVC metric)."""
+    """Stage timings for reports/index.md (``reports/records/<stage>.json``, a plain output)."""
     from .utils import write_json
 
-    write_json(f"reports/metrics/{stage}.json", {"stage_time_s": round(time.perf_counter() - t0, 1), **{k: v for k, v in (result or {}).items() if k != "time_s"}})
+    write_json(f"reports/records/{stage}.json", {"stage_time_s": round(time.perf_counter() - t0, 1), **{k: v for k, v in (result or {}).items() if k != "time_s"}})
 
 
 def run_backbones(args, params: dict) -> dict:
@@ -70,7 +70,7 @@ def run_backbones(args, params: dict) -> dict:
 
     runners = {"vit": pipeline.run_backbone_vit, "clip": pipeline.run_backbone_clip}
     names = BACKBONES if args.backbone == "both" else (args.backbone,)
-    results = {name: runners[name](params, progress=not args.no_progress) for name in names}
+    results = {name: runners[name](params, progress=_progress(args)) for name in names}
     if len(results) == 1:
         return results[names[0]]
     return {f"{name}_{k}": v for name, r in results.items() for k, v in (r or {}).items()}
@@ -81,10 +81,9 @@ def run_train(args, params: dict) -> dict:
     params = restrict_method(params, args.paper, args.method, args.task, args.seed, args.protocol)
     from . import experiments
 
-    out = args.metrics_out or default_metrics_path(args.paper, args.method)
-    result = experiments.run_method(params, args.paper, args.method, progress=not args.no_progress, runs_root=args.runs_root)
-    experiments.write_metrics(result, out)
-    return {"paper": args.paper, "method": args.method, "cells": len(result["cells"]), "metrics": str(out),
+    result = experiments.run_method(params, args.paper, args.method, progress=_progress(args), runs_root=args.runs_root)
+    paths = experiments.write_outputs(result, args.out_root or SCRATCH)
+    return {"paper": args.paper, "method": args.method, "cells": len(result["cells"]), **paths,
             "stage_time_s": result["stage_time_s"], "compute_time_s": result["compute_time_s"]}
 
 
@@ -92,7 +91,7 @@ def run_report(args, params: dict) -> None:
     """Point at the DVC stage: a report is a notebook over every method's metrics, not a function call."""
     _check_paper(args.paper)
     stage = f"report_{args.paper}"
-    print(f"the {args.paper} report is the DVC stage {stage} (a papermill notebook over reports/metrics/{args.paper}/): "
+    print(f"the {args.paper} report is the DVC stage {stage} (a papermill notebook over reports/records/{args.paper}/): "
           f"run `dvc repro {stage}`, which first reruns any stale train_{args.paper}@* stage "
           f"(paper profile: `cd profiles/paper && dvc repro {stage}`)")
     return None
@@ -115,9 +114,17 @@ def run_check(args, params: dict) -> dict:
 # --- train: restricting a method to some tasks / seeds / protocols -------------------------------
 
 
-def default_metrics_path(paper: str, run: str) -> Path:
-    """Scratch metrics of a hand-run method: writing reports/metrics/... would overwrite a DVC output."""
-    return SCRATCH / paper / f"{run}.json"
+def _progress(args) -> bool | None:
+    """``--no-progress`` turns bars off; otherwise they show only on a terminal (tqdm's ``disable=None``)."""
+    return False if getattr(args, "no_progress", False) else None
+
+
+def run_summary(args, params: dict) -> None:
+    """The verdict table of the last run (``reports/claims.json``), as ``make repro`` ends."""
+    from .index import verdict_lines
+
+    print("\n".join(verdict_lines()))
+    return None
 
 
 def _check_paper(paper: str) -> None:
@@ -217,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = command("report", run_report, "say how to build one paper's report (a DVC stage; this command builds nothing)")
     rp.add_argument("paper", metavar="PAPER", help=f"one of {', '.join(PAPERS)}")
     command("index", run_index, "write reports/index.md, index.html and claims.json from the reports")
+    command("summary", run_summary, "print the verdict per claim of the last run (reports/claims.json)")
     command("check", run_check, "validate the data, splits and backbones params without doing any work")
     return parser
 
@@ -228,7 +236,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", action="append", metavar="P", help="only this protocol (repeatable; base2new, dg or fewshot; rpo)")
     p.add_argument("--seed", action="append", type=int, metavar="S",
                    help="only this seed (repeatable; one the method lists; vpt/vp select the grid with the first, in params order)")
-    p.add_argument("--metrics-out", metavar="PATH", help=f"metrics JSON (default: {SCRATCH}/<PAPER>/<RUN>.json, never reports/)")
+    p.add_argument("--out-root", metavar="DIR", help=f"where the run's record, flat metrics and history go (default: {SCRATCH}, never reports/)")
     p.add_argument("--runs-root", metavar="DIR", help="cell store (default: data.runs, the pipeline's, so finished cells are reused)")
 
 

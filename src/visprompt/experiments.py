@@ -36,7 +36,7 @@ from .config import section
 from .errors import ConfigError, unknown_name
 from .methods.registry import create_method, get_method_spec, list_methods
 from .train import Recipe, evaluate, fit
-from .utils import environment_info, read_json, seed_everything, write_json
+from .utils import bars_off, environment_info, read_json, seed_everything, write_json
 
 PAPERS = {"vpt": "vit", "vp": "clip", "rpo": "clip"}
 RPO_PROTOCOLS = ("base2new", "dg", "fewshot")
@@ -224,6 +224,7 @@ class CellStore:
     def __init__(self, root, paper: str, method: str):
         self.dir = Path(root) / paper / method
         self.served: list = []  # every record this run used (reused or new), selection cells included
+        self.trained = self.reused = 0  # cells (selection cells included) computed now / found finished
 
     def compute_time_s(self) -> float:
         """Seconds the served cells took when they were computed (a reused cell counts its first run)."""
@@ -241,13 +242,15 @@ class CellStore:
                 return None
             if rec.get("fingerprint") == fingerprint:
                 self.served.append(rec)
+                self.reused += 1
                 return rec
         return None
 
     def put(self, cell: str, fingerprint: str, record: dict) -> dict:
-        record = {**record, "cell": cell, "fingerprint": fingerprint}
+        record = {**record, "cell": cell, "fingerprint": fingerprint, "computed_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         write_json(self._path(cell), record)
         self.served.append(record)
+        self.trained += 1
         return record
 
     def checkpoint(self, cell: str, fingerprint: str) -> Path:
@@ -351,7 +354,7 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
     """VPT and VP: select on train/val, then each seed on the final training split, test."""
     results = []
     mean, std = backbone[-1].mean, backbone[-1].std
-    bar = tqdm(total=len(tasks) * len(s["seeds"]), desc=f"{s['paper']}/{s['method']}", disable=not progress)
+    bar = tqdm(total=len(tasks) * len(s["seeds"]), desc=f"{s['paper']}/{s['method']}", disable=bars_off(progress))
     for key in tasks:
         train, val, test = (load_data(params, key, sp, mean, std) for sp in ("train", "val", "test"))
         sizes = section(params, s["paper"]).get("subsample")
@@ -373,6 +376,7 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
             cell = f"{key}/seed{seed}"
             fp = _fingerprint(fp_base, sel["chosen"], seed, sorted(evals))
             rec = store.get(cell, fp)
+            reused = rec is not None
             if rec is None:
                 model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, key))
                 rec = train_and_eval(model, final, evals, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
@@ -383,6 +387,7 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
                 rec = store.put(cell, fp, rec)
             results.append(rec)
             bar.update()
+            log_cell(bar, s, cell, rec, len(results), reused)
     bar.close()
     return results
 
@@ -443,12 +448,13 @@ def _run_rpo(params, s, backbone, progress: bool, store) -> list:
         f = p["fewshot"]
         seeds = [int(x) for x in f.get("seeds", s["seeds"])]
         jobs += [("fewshot", d, int(k), seed) for d in f["datasets"] for k in f["shots"] for seed in seeds]
-    bar = tqdm(total=len(jobs), desc=f"rpo/{s['method']}", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=f"rpo/{s['method']}", disable=bars_off(progress))
     for protocol, dataset, shots, seed in jobs:
         cell = f"{protocol}/{dataset}/shots{shots}/seed{seed}"
         ds_over = s["overrides"].get(dataset)  # a dataset override (paper: CoOp's ImageNet epochs) applies after the protocol's
         fp = _fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, backbone_id(params, "rpo"), p.get(protocol), s["code"], *([ds_over] if ds_over else []))
         rec = store.get(cell, fp)
+        reused = rec is not None
         if rec is None:
             test = load_data(params, f"coop/{dataset}", "test", mean, std)
             names = test.classnames
@@ -478,8 +484,17 @@ def _run_rpo(params, s, backbone, progress: bool, store) -> list:
             rec = store.put(cell, fp, rec)
         results.append(rec)
         bar.update()
+        log_cell(bar, s, cell, rec, len(results), reused)
     bar.close()
     return results
+
+
+def log_cell(bar, s: dict, cell: str, rec: dict, done: int, reused: bool) -> None:
+    """One line per finished cell (``paper/method i/N cell: metric (trained T s | reused)``): the
+    progress a papermill stage shows on the terminal (``--stdout-file``), and the notebook's log."""
+    shown = [f"{k.removesuffix('_top1')} {rec[k]:.1f}" for k in ("test_top1", "base_top1", "new_top1", "hm") if isinstance(rec.get(k), (int, float))]
+    when = "reused" if reused else f"trained in {rec.get('wall_time_s', 0.0):.0f} s"
+    bar.write(f"[{s['paper']}/{s['method']}] {done}/{bar.total} {cell}: {', '.join(shown) or 'done'} ({when})")
 
 
 def harmonic_mean(a: float, b: float) -> float:
@@ -550,7 +565,7 @@ def _check_subsample(sizes, paper: str) -> None:
             raise ConfigError(f"{paper}.subsample.{k} must be a positive integer, got {v!r}")
 
 
-def run_method(params: dict, paper: str, method: str, progress: bool = True, runs_root: str | None = None) -> dict:
+def run_method(params: dict, paper: str, method: str, progress: bool | None = None, runs_root: str | None = None) -> dict:
     """Every cell of ``method`` for ``paper``; returns the metrics written by the train stage."""
     s = check_method(params, paper, method)
     s["code"] = cell_code_hash(params, s["method"])
@@ -578,6 +593,9 @@ def run_method(params: dict, paper: str, method: str, progress: bool = True, run
         "summary": summarise(cells),
         "stage_time_s": round(time.perf_counter() - t0, 1),
         "compute_time_s": round(store.compute_time_s(), 1),
+        "cells_trained": store.trained,  # selection cells included
+        "cells_reused": store.reused,
+        "computed_at": max((r["computed_at"] for r in store.served if r.get("computed_at")), default=None),  # the newest cell
         "environment": environment_info(),
     }
 
@@ -602,6 +620,75 @@ def summarise(cells: list) -> dict:
 
 def write_metrics(result: dict, path) -> None:
     write_json(path, result)
+
+
+def flat_metrics(result: dict) -> dict:
+    """A run's few headline numbers, the same keys for every run of a paper (a DVC ``metrics:``
+    file: ``dvc metrics show`` and ``dvc exp show`` print one column per key, so they stay short).
+    vpt/vp: ``top1`` (mean over tasks of the seed mean), ``std`` (mean over tasks of the seed
+    std), vp ``shift`` (the same on the shifted copies); rpo: ``hm`` (base→new HM of the average
+    base and new), ``fewshot`` (mean over datasets and shots) and its ``std``; every trained run:
+    ``conv``, the fraction of its cells whose training loss plateaued."""
+    summary, out = result.get("summary") or {}, {}
+
+    def mean_of(keys, field):
+        vals = [summary[k][field] for k in keys if isinstance(summary[k].get(field), (int, float))]
+        return round(float(np.mean(vals)), 2) if vals else None
+
+    if result["paper"] == "rpo":
+        b2n = [k for k in summary if k.startswith("base2new/")]
+        base, new = mean_of(b2n, "base_top1"), mean_of(b2n, "new_top1")
+        few = [k for k in summary if k.startswith("fewshot/")]
+        out = {"hm": round(harmonic_mean(base, new), 2) if base is not None and new is not None else None,
+               "fewshot": mean_of(few, "test_top1"), "std": mean_of(few, "test_top1_std")}
+    else:
+        out = {"top1": mean_of(summary, "test_top1"), "std": mean_of(summary, "test_top1_std")}
+        if result["paper"] == "vp":
+            out["shift"] = mean_of(summary, "shifted_test_top1")
+    trained = [c for c in result["cells"] if "plateau" in c]
+    if trained:
+        out["conv"] = round(sum(bool((c["plateau"] or {}).get("converged")) for c in trained) / len(trained), 2)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def history_rows(result: dict) -> list[dict]:
+    """Per epoch, the run's mean training loss and top-1 over its final cells (a DVC ``plots:``
+    TSV; the per-cell curves are in the run record and the training notebook)."""
+    by_epoch: dict = {}
+    for c in result["cells"]:
+        for h in c.get("history") or []:
+            by_epoch.setdefault(int(h["epoch"]) + 1, []).append(h)
+    rows = []
+    for epoch in sorted(by_epoch):
+        hs = by_epoch[epoch]
+        row = {"epoch": epoch, "train_loss": round(float(np.mean([h["loss"] for h in hs])), 4)}
+        tops = [h["train_top1"] for h in hs if isinstance(h.get("train_top1"), (int, float))]
+        if tops:
+            row["train_top1"] = round(float(np.mean(tops)), 2)
+        rows.append({**row, "cells": len(hs)})
+    return rows
+
+
+def output_paths(out_root, paper: str, run: str) -> dict:
+    """Where a run's outputs go under ``out_root``: the whole record (``records/``), the flat
+    metrics (``metrics/``) and the per-epoch history (``plots/``)."""
+    root = Path(out_root)
+    return {"record": root / "records" / paper / f"{run}.json", "metrics": root / "metrics" / paper / f"{run}.json",
+            "plots": root / "plots" / paper / f"{run}.tsv"}
+
+
+def write_outputs(result: dict, out_root) -> dict:
+    """The run record, its flat metrics and its history TSV under ``out_root`` (``reports`` in the
+    DVC stages; a scratch folder when a notebook or ``visprompt train`` is run by hand)."""
+    paths = output_paths(out_root, result["paper"], result["method"])
+    write_json(paths["record"], result)
+    write_json(paths["metrics"], flat_metrics(result))
+    rows = history_rows(result)
+    cols = ["epoch", "train_loss", "train_top1", "cells"]
+    cols = [c for c in cols if any(c in r for r in rows)] or ["epoch", "train_loss"]
+    paths["plots"].parent.mkdir(parents=True, exist_ok=True)
+    paths["plots"].write_text("\t".join(cols) + "\n" + "".join("\t".join(str(r.get(c, "")) for c in cols) + "\n" for r in rows))
+    return {k: str(v) for k, v in paths.items()}
 
 
 def cells_frame(result: dict):

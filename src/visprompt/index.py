@@ -46,12 +46,41 @@ def load_claims(root: Path = REPORTS) -> list:
     return out
 
 
+def verdict_lines(root: Path = REPORTS, width: int = 100) -> list[str]:
+    """The verdict per claim of the last run, for a terminal (``visprompt summary``, the end of
+    ``make repro``): one line per claim, the measured and published values indented below it."""
+    import textwrap
+
+    claims = [c for c in _read_list(root / "claims.json") if isinstance(c, dict)]
+    if not claims:
+        return [f"no verdicts yet: {root / 'claims.json'} is written by the index stage (dvc repro)"]
+    mark = {True: "yes", False: "no ", None: " – "}
+    lines = [f"Verdicts ({root / 'claims.json'}; regime = checks on the baselines and training):"]
+    for c in claims:
+        kind = "regime " if c.get("kind") == "regime" else ""
+        lines += textwrap.wrap(f"{mark.get(c.get('holds'), ' – ')}  {c.get('paper', ''):<4} {kind}{c.get('claim', '')}", width,
+                               initial_indent="  ", subsequent_indent=" " * 11)
+        for label in ("mini", "published"):
+            if c.get(label):
+                lines += textwrap.wrap(f"{label}: {c[label]}", width, initial_indent=" " * 11, subsequent_indent=" " * 13)
+    lines.append(f"Details: {root / 'index.html'}")
+    return lines
+
+
+def _read_list(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return data if isinstance(data, list) else []
+
+
 def _cell(text) -> str:
     """A markdown table cell: no pipes or newlines (the HTML rendering splits rows on '|')."""
     return "–" if text is None else str(text).replace("|", "/").replace("\n", " ")
 
 
-def stage_times(root: Path = REPORTS / "metrics") -> list[tuple[str, float]]:
+def stage_times(root: Path = REPORTS / "records") -> list[tuple[str, float]]:
     """(stage, seconds) for every stage that recorded its wall time, in pipeline order."""
     rows = []
     for name in ("data", "splits", "backbone_vit", "backbone_clip"):
@@ -178,17 +207,17 @@ def _links(root: Path) -> str:
 
 def _rest(root: Path, env: dict) -> str:
     lines = []
-    vit, clip = _read(root / "metrics" / "backbone_vit.json"), _read(root / "metrics" / "backbone_clip.json")
+    vit, clip = _read(root / "records" / "backbone_vit.json"), _read(root / "records" / "backbone_clip.json")
     if vit or clip:  # the mini profile's own pretrained backbones (the paper profile loads released weights)
         lines += ["## Mini backbones (are they useful?)", ""]
     if vit:
         lines.append(f"- tiny ViT: upstream val top-1 {vit.get('upstream_val_top1')}%; linear probe on frozen features, "
                      f"lowest ratio to chance over VTAB-/FGVC-mini tasks: {vit.get('min_ratio_to_chance')}× "
-                     "(`reports/metrics/backbone_vit.json`).")
+                     "(`reports/records/backbone_vit.json`).")
     if clip:
         lines.append(f"- tiny CLIP: zero-shot on CoOp-mini new classes, mean ratio to chance {clip.get('mean_new_class_ratio_to_chance')}×; "
-                     f"lowest single-factor ratio {clip.get('min_single_factor_ratio_to_chance')}× (`reports/metrics/backbone_clip.json`).")
-    times = stage_times(root / "metrics")
+                     f"lowest single-factor ratio {clip.get('min_single_factor_ratio_to_chance')}× (`reports/records/backbone_clip.json`).")
+    times = stage_times(root / "records")
     total = sum(t for _, t in times)
     lines += ["", "## Time", "", f"Sum of stage wall times: **{_fmt_s(total)}** (papermill kernel start-up and DVC overhead not included; "
               "a train stage counts the time its cells took when computed, so cells reused from `data/runs/` keep their measured cost).", "",
@@ -296,4 +325,4 @@ def write_index(params: dict, root: Path = REPORTS, runs: bool = True) -> dict:
     (root / "index.md").write_text("\n".join(md for md, _ in parts))
     (root / "index.html").write_text(build_index_html(params, root, claims, parts))
     return {"index": str(root / "index.md"), "claims": str(root / "claims.json"), "n_claims": len(claims), "run_pages": len(pages),
-            "total_stage_time_s": round(sum(t for _, t in stage_times(root / "metrics")), 1)}
+            "total_stage_time_s": round(sum(t for _, t in stage_times(root / "records")), 1)}

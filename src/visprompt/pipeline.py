@@ -7,6 +7,7 @@ file atomically.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from .data.mini import HELD_OUT, SUITES, all_tasks, base_new_split, factor_label
 from .data.splits import check_shots, make_split, write_split
 from .data.store import is_complete, load_arrays, load_manifest, write_dataset
 from .errors import ConfigError, unknown_name
-from .utils import environment_info, write_json
+from .utils import bars_off, environment_info, write_json
 
 PROFILES = ("mini", "paper")
 
@@ -117,7 +118,7 @@ def check_params(params: dict) -> dict:
     return {"ok": True}
 
 
-def run_data(params: dict, progress: bool = True) -> dict:
+def run_data(params: dict, progress: bool | None = None) -> dict:
     """Render every mini dataset (skipping those already rendered with the same settings)."""
     check_params(params)
     cfg = _data_settings(params)
@@ -126,7 +127,7 @@ def run_data(params: dict, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     summary = {}
     code = _world_code_hash()
-    bar = tqdm(total=total, desc="render mini world", unit="img", disable=not progress, mininterval=2)
+    bar = tqdm(total=total, desc="render mini world", unit="img", disable=bars_off(progress), mininterval=2)
     for key, task in tasks.items():
         fingerprint = {"image_size": cfg["image_size"], "seed": cfg["seed"], "splits": task.splits, "classes": task.classnames, "code": code}
         n = sum(task.splits.values())
@@ -176,11 +177,24 @@ def run_splits(params: dict) -> dict:
 # --- backbones ---------------------------------------------------------------------------------
 
 
-def _metrics_path(params: dict, name: str) -> Path:
-    return Path(section(params, "backbones").get("metrics_dir", "reports/metrics")) / f"backbone_{name}.json"
+def _write_backbone_outputs(params: dict, name: str, record: dict, flat: dict) -> None:
+    """The stage's whole record (``<reports>/records/backbone_<name>.json``) and its one or two
+    headline numbers as a flat DVC metric (``<reports>/metrics/backbone_<name>.json``)."""
+    root = Path(section(params, "backbones").get("reports_dir", "reports"))
+    write_json(root / "records" / f"backbone_{name}.json", record)
+    write_json(root / "metrics" / f"backbone_{name}.json", {k: v for k, v in flat.items() if v is not None})
 
 
-def run_backbone_vit(params: dict, progress: bool = True) -> dict:
+def save_weights(state_dict: dict, path: Path) -> None:
+    """Write to a temporary file, then rename: DVC's hardlinked cache shares the file's inode, so
+    writing the tracked file in place would also overwrite the cached copy of the old weights."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state_dict, tmp)
+    os.replace(tmp, path)
+
+
+def run_backbone_vit(params: dict, progress: bool | None = None) -> dict:
     """Pretrain the tiny ViT on upstream classes; linear-probe it on every VTAB-/FGVC-mini task."""
     t_stage = time.perf_counter()
     from .backbones.mini import image_features, linear_probe_top1, pretrain_vit
@@ -203,11 +217,10 @@ def run_backbone_vit(params: dict, progress: bool = True) -> dict:
     with torch.no_grad():
         logits = res["head"](image_features(model, val["images"], cfg.mean, cfg.std))
     upstream_val = float((logits.argmax(-1).numpy() == val["labels"]).mean() * 100)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out)
+    save_weights(model.state_dict(), out)
 
     probes = {}
-    for key in tqdm(probe_tasks, desc="linear probes", disable=not progress):
+    for key in tqdm(probe_tasks, desc="linear probes", disable=bars_off(progress)):
         feats = {s: image_features(model, load_arrays(data_root, key, s)["images"], cfg.mean, cfg.std).numpy() for s in ("train", "val", "test")}
         labels = {s: load_arrays(data_root, key, s)["labels"] for s in ("train", "val", "test")}
         r = linear_probe_top1(feats["train"], labels["train"], feats["val"], labels["val"], feats["test"], labels["test"])
@@ -225,7 +238,7 @@ def run_backbone_vit(params: dict, progress: bool = True) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "environment": environment_info("cpu"),
     }
-    write_json(_metrics_path(params, "vit"), metrics)
+    _write_backbone_outputs(params, "vit", metrics, {"top1": metrics["upstream_val_top1"]})
     return metrics
 
 
@@ -237,7 +250,7 @@ def _probe_list(data_root, suites) -> list:
     return keys
 
 
-def run_backbone_clip(params: dict, progress: bool = True) -> dict:
+def run_backbone_clip(params: dict, progress: bool | None = None) -> dict:
     """Pretrain the tiny CLIP contrastively; measure zero-shot on single factors and base/new classes."""
     t_stage = time.perf_counter()
     from .backbones.clip import ClipConfig, create_clip, get_tokenizer
@@ -256,8 +269,7 @@ def run_backbone_clip(params: dict, progress: bool = True) -> dict:
     tokenizer = get_tokenizer(cfg, model)
     res = pretrain_clip(model, tokenizer, corpus["images"], corpus["captions"], manifest["group_size"], mean=cfg.mean, std=cfg.std, progress=progress,
                         factors=corpus.get("factors"), factor_sizes=factor_label_sizes(), **pre)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out)
+    save_weights(model.state_dict(), out)
 
     zs = lambda key, split, classes=None, ensemble=False: _zero_shot(model, tokenizer, data_root, key, split, cfg, classes, ensemble)  # noqa: E731
     factors = {}
@@ -286,7 +298,7 @@ def run_backbone_clip(params: dict, progress: bool = True) -> dict:
         "params": sum(p.numel() for p in model.parameters()),
         "environment": environment_info("cpu"),
     }
-    write_json(_metrics_path(params, "clip"), metrics)
+    _write_backbone_outputs(params, "clip", metrics, {"zs_ratio": metrics["mean_new_class_ratio_to_chance"]})
     return metrics
 
 

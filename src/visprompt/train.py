@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .utils import count_parameters, default_device
+from .utils import bars_off, count_parameters, default_device
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCALINGS = ("none", "batch256")
@@ -236,7 +236,7 @@ def fit(
     seed: int,
     checkpoint: str | os.PathLike | None = None,
     device: torch.device | str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     desc: str = "train",
     stop_after_epoch: int | None = None,
 ) -> dict:
@@ -274,7 +274,7 @@ def fit(
     t0 = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    bar = tqdm(range(start_epoch, recipe.epochs), desc=desc, disable=not progress, leave=False, mininterval=2.0)
+    bar = tqdm(range(start_epoch, recipe.epochs), desc=desc, disable=bars_off(progress), leave=False, mininterval=2.0)
     for epoch in bar:
         model.train()
         epoch_seed = _epoch_seed(seed, epoch)

@@ -76,6 +76,26 @@ def environment_info(device: torch.device | str | None = None) -> dict:
     return info
 
 
+SCRATCH = Path("build/notebooks")  # where a notebook run by hand writes (never a DVC-tracked output)
+
+
+def bars_off(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: ``None`` (the default everywhere) shows bars only when the output is a
+    terminal, so ``dvc repro`` in a shell shows them and CI logs and notebooks stay clean."""
+    return None if progress is None else not progress
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: the working directory) holding a
+    ``dvc.yaml``: the repository root, or ``profiles/paper`` for the paper profile. A notebook
+    opened from ``notebooks/`` in JupyterLab changes into it, so its relative paths work."""
+    here = Path(start or os.getcwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "dvc.yaml").is_file():
+            return d
+    raise FileNotFoundError(f"no dvc.yaml at or above {here}: open the notebook from inside a visprompt checkout")
+
+
 def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
     """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
     path = Path(path)

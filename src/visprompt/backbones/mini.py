@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..utils import bars_off
 from .clip import encode_classnames
 
 
@@ -55,7 +56,7 @@ def _aux_loss(heads, emb: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
 
 
 def pretrain_vit(model, images: np.ndarray, labels: np.ndarray, num_classes: int, *, steps: int, batch_size: int, lr: float, weight_decay: float,
-                 warmup: int, label_smoothing: float, mean, std, seed: int, progress: bool = True, factors: np.ndarray | None = None,
+                 warmup: int, label_smoothing: float, mean, std, seed: int, progress: bool | None = None, factors: np.ndarray | None = None,
                  factor_sizes: dict | None = None, aux_weight: float = 0.0) -> dict:
     """Supervised pretraining with a temporary linear head (dropped afterwards, as in VPT).
 
@@ -73,7 +74,7 @@ def pretrain_vit(model, images: np.ndarray, labels: np.ndarray, num_classes: int
     order = torch.randperm(len(y_all), generator=g)
     pos, history, t0 = 0, [], time.perf_counter()
     net.train()
-    bar = tqdm(range(steps), desc="pretrain tiny ViT", disable=not progress, mininterval=5)
+    bar = tqdm(range(steps), desc="pretrain tiny ViT", disable=bars_off(progress), mininterval=5)
     loss_ema, acc_ema = None, None
     for step in bar:
         if pos + batch_size > len(order):
@@ -102,7 +103,7 @@ def pretrain_vit(model, images: np.ndarray, labels: np.ndarray, num_classes: int
 
 
 def pretrain_clip(model, tokenizer, images: np.ndarray, captions: list, group_size: int, *, steps: int, batch_size: int, lr: float,
-                  weight_decay: float, warmup: int, mean, std, seed: int, progress: bool = True, factors: np.ndarray | None = None,
+                  weight_decay: float, warmup: int, mean, std, seed: int, progress: bool | None = None, factors: np.ndarray | None = None,
                   factor_sizes: dict | None = None, aux_weight: float = 0.0) -> dict:
     """Contrastive pretraining; each batch is made of whole groups (hard negatives).
 
@@ -122,7 +123,7 @@ def pretrain_clip(model, tokenizer, images: np.ndarray, captions: list, group_si
     order, pos = torch.randperm(n_groups, generator=g), 0
     history, t0 = [], time.perf_counter()
     model.train()
-    bar = tqdm(range(steps), desc="pretrain tiny CLIP", disable=not progress, mininterval=5)
+    bar = tqdm(range(steps), desc="pretrain tiny CLIP", disable=bars_off(progress), mininterval=5)
     loss_ema, acc_ema = None, None
     offsets = torch.arange(group_size)
     for step in bar:

@@ -275,7 +275,7 @@ def resolve_path(path: str | None, metrics_root) -> Path | None:
     p = Path(path)
     if p.is_file():
         return p
-    # metrics_root is <repo>/reports/metrics when given relative to elsewhere
+    # metrics_root is <repo>/reports/records when given relative to elsewhere
     repo = Path(metrics_root).resolve().parents[1]
     q = repo / path
     return q if q.is_file() else None

@@ -185,7 +185,7 @@ def _analogs(params: dict, names) -> dict:
     return {d: (known[f"coop/{d}"].analog if f"coop/{d}" in known else (C.real_dataset_name(d) or d)) for d in names}
 
 
-def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
+def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     """Base-to-new table (HM convention in the module doc), domain generalisation, seed-variance and
     accuracy-vs-shots figures, trainable parameters and the claims; tables (.md/.csv) and figures
     (.png) also go to ``out_dir``. Missing runs show '–'."""

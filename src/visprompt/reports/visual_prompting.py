@@ -127,7 +127,7 @@ def published_cell(rows: list, analog: str | None, average: bool = False) -> str
 # --- the report -------------------------------------------------------------------------------
 
 
-def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
+def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     """Main table (TP / VP / LP / FT per dataset + average, measured beside published), prompt
     design ablation (+ heatmap), robustness to the style-shifted copies, the learned prompts and
     the claims; tables (.md/.csv) and figures (.png) also go to ``out_dir``. Missing runs show '–'."""

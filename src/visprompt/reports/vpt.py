@@ -194,7 +194,7 @@ def load_published() -> tuple[list, str | None]:
 # --- the report -------------------------------------------------------------------------------
 
 
-def build(params: dict, out_dir: str, metrics_root="reports/metrics") -> dict:
+def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     """Table 1 (group means + storage multiplier, measured beside published), the per-task table,
     the claims and the accuracy-by-group figure; tables (.md/.csv) and the figure (.png) are also
     written to ``out_dir``. Runs listed in params without metrics show '–'."""
