@@ -96,14 +96,16 @@ if __name__ == "__main__":
             ("code", "t['table1']"),
             ("md", "## Per task"), ("code", "t['per_task']"),
             ("md", "## Accuracy by method and group (seeds as points)"), ("code", "r['figure']"),
+            ("md", "## Prompt length: VPT-deep and VPT-shallow"), ("code", "r['length_figure']"),
             ("md", "## Deviations from the paper"), ("code", "t['deviations']"),
             ("md", "## Claims in words"), ("code", "t['claims_text']"),
         ]),
         "report_visual_prompt.ipynb": report_nb("vp", "Visual prompting report: TP / VP / LP / FT in the mini world", "vp_report", "visual_prompting", [
             ("md", "## Main table\nMeasured (mini) beside published (CLIP ViT-B/32; see `visprompt.published.visual_prompting`)."),
             ("code", "t['main']"), ("md", "## Prompt design ablation"), ("code", "t['ablation']"),
-            ("code", "r['ablation_figure']"), ("md", "## Robustness: style-shifted test copies"), ("code", "t['robustness']"),
-            ("md", "## The learned pad prompt"), ("code", "r['prompt_figure']"),
+            ("code", "r['ablation_figure']"), ("md", "### Accuracy vs prompt size"), ("code", "r['size_figure']"),
+            ("md", "## Robustness: style-shifted test copies"), ("code", "t['robustness']"),
+            ("md", "## The learned prompts"), ("code", "r['prompt_figure']"), ("code", "r['prompted_figure']"),
             ("md", "## Claims in words"), ("code", "t['claims_text']"),
         ]),
         "report_rpo.ipynb": report_nb("rpo", "RPO report: base-to-new, domain generalisation and variance in the mini world", "rpo_report", "rpo", [

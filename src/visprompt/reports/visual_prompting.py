@@ -162,6 +162,8 @@ def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     ablation, abl_info = _ablation(params, metrics, tasks, out_dir, files, plt)
     robustness = _robustness(mains, averages, shifted, drops, tasks, out_dir, L)
     prompt_figure = _prompt_figure(params, metrics, mains, tasks, metrics_root, out_dir, files, plt)
+    size_figure = _size_curve(params, metrics, out_dir, files, plt)
+    prompted_figure = _prompted_examples(params, metrics, mains, metrics_root, out_dir, files, plt)
     claims = compute_claims(measured, drops, tasks, pub_rows, analogs, abl_info)
     try:
         from ..published import visual_prompting as published
@@ -177,7 +179,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     files.update({k: f"{out_dir}/{k}.md" for k in ("main", "ablation", "robustness", "claims")})
     files["claims_json"] = f"{out_dir}/claims.json"
     return {"claims_table": claims_table, "claims_list": verdicts, "main": main, "ablation": ablation, "ablation_figure": abl_info["figure"], "robustness": robustness,
-            "prompt_figure": prompt_figure, "claims": claims, "claims_text": text, "files": files, "published_note": pub_note}
+            "prompt_figure": prompt_figure, "size_figure": size_figure, "prompted_figure": prompted_figure, "claims": claims, "claims_text": text, "files": files, "published_note": pub_note}
 
 
 def _prompt_size(params: dict, run: str, metrics: dict, cell: dict | None = None):
@@ -238,6 +240,82 @@ def _ablation(params, metrics, tasks, out_dir, files, plt):
     else:
         info["figure"] = C.finish_figure(C.empty_figure(f"no complete ablation run yet ({C.profile_name(params)} profile)"), out_dir, "ablation", files)
     return df, info
+
+
+def _size_curve(params, metrics, out_dir, files, plt):
+    """Accuracy vs prompt size per design: every run of a design (main and ablation), on the tasks
+    that all of them ran, one point per seed (mean over those tasks), error bars = std over seeds."""
+    import seaborn as sns
+
+    runs = [r for r in metrics if metrics[r].get("registered_method", metrics[r].get("method")) in DESIGNS]
+    task_sets = [{c.get("task") for c in metrics[r].get("cells", [])} for r in runs]
+    common = sorted(set.intersection(*task_sets)) if task_sets else []
+    rows = []
+    for r in runs:
+        design = DESIGNS[metrics[r].get("registered_method", metrics[r].get("method"))]
+        for seed, by_task in _by_seed(metrics[r], common).items():
+            cell = next(c for c in metrics[r]["cells"] if c.get("seed") == seed)
+            rows.append({"design": design, "prompt size": _prompt_size(params, r, metrics, cell), "seed": seed,
+                         "test top-1 (%)": float(np.mean(list(by_task.values())))})
+    df = pd.DataFrame(rows)
+    if df.empty or df["prompt size"].isna().all():
+        return C.finish_figure(C.empty_figure(f"no prompt-size runs yet ({C.profile_name(params)} profile)"), out_dir, "prompt_size", files)
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    sns.lineplot(df, x="prompt size", y="test top-1 (%)", hue="design", hue_order=[d for d in DESIGNS.values() if d in set(df["design"])],
+                 errorbar="sd", marker="o", err_style="bars", ax=ax)
+    ax.set_xticks(sorted(df["prompt size"].dropna().unique()))
+    ax.set_title(f"VP, {C.profile_name(params)} profile: test top-1 vs prompt size\n(mean over {', '.join(t.split('/')[-1] for t in common)}; "
+                 f"bars: std over seeds; no published curve)", fontsize=8)
+    fig.tight_layout()
+    return C.finish_figure(fig, out_dir, "prompt_size", files)
+
+
+def _by_seed(result: dict, tasks) -> dict:
+    """seed -> {task: test top-1} for the seeds that have every one of ``tasks``."""
+    out: dict = {}
+    for c in result.get("cells", []):
+        if c.get("task") in tasks and isinstance(c.get("test_top1"), (int, float)):
+            out.setdefault(c.get("seed"), {})[c["task"]] = c["test_top1"]
+    return {s: v for s, v in out.items() if len(v) == len(tasks)}
+
+
+def _prompted_examples(params, metrics, mains, metrics_root, out_dir, files, plt, n: int = 4):
+    """A few test images of the first task before and after the learned pad prompt is added.
+    The prompt is stored de-normalised (``prompt·std + mean``), so adding it back to an image in
+    pixel space is ``image + (prompt − mean colour)``; the mean colour is the prompt image's most
+    common pixel (the untouched inside of the pad). Needs the mini data (skipped elsewhere)."""
+    run = dict(mains).get("vp_pad")
+    cells = sorted((metrics.get(run) or {}).get("cells", []), key=lambda c: (c.get("seed", 0), c.get("task", "")))
+    cell = next((c for c in cells if c.get("prompt_image") is not None), None)
+    images = None
+    if cell is not None:
+        try:
+            from ..data.store import load_arrays
+
+            images = load_arrays((params.get("data") or {}).get("root", "data/mini"), cell["task"], "test")["images"][:n]
+        except Exception:  # the paper profile's datasets are not arrays on disk: no example there
+            images = None
+    if images is None or not len(images):
+        return C.finish_figure(C.empty_figure(f"no prompted example ({C.profile_name(params)} profile: needs vp_pad and the mini data)"),
+                               out_dir, "prompted", files)
+    prompt = C.load_image(cell["prompt_image"], metrics_root)
+    flat = np.round(prompt.reshape(-1, 3) * 255).astype(int)
+    values, counts = np.unique(flat, axis=0, return_counts=True)
+    mean_colour = values[counts.argmax()] / 255.0
+    fig, axes = plt.subplots(2, len(images), figsize=(1.5 * len(images), 3.3), squeeze=False)
+    for j, img in enumerate(images):
+        x = img.astype(np.float32) / 255.0
+        for i, shown in enumerate((x, np.clip(x + prompt - mean_colour, 0, 1))):
+            axes[i][j].imshow(shown, interpolation="nearest")
+            axes[i][j].set_xticks([])
+            axes[i][j].set_yticks([])
+        if j == 0:
+            axes[0][0].set_ylabel("test image", fontsize=8)
+            axes[1][0].set_ylabel("+ learned pad", fontsize=8)
+    fig.suptitle(f"VP, {C.profile_name(params)} profile: {cell['task'].split('/')[-1]} test images with the learned pad "
+                 f"(run {run}, seed {cell.get('seed')})", fontsize=8)
+    fig.tight_layout()
+    return C.finish_figure(fig, out_dir, "prompted", files)
 
 
 def _robustness(mains, averages, shifted, drops, tasks, out_dir, L: str = "mini"):

@@ -25,6 +25,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import report
@@ -263,8 +264,41 @@ def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     (Path(out_dir) / "deviations.md").write_text("# Deviations from the paper\n\n" + "".join(f"- {d}\n" for d in deviations))
     files.update({"claims": f"{out_dir}/claims.md", "claims_json": f"{out_dir}/claims.json", "deviations": f"{out_dir}/deviations.md"})
     figure = _figure(plt, fig_rows, out_dir, files, C.profile_name(params), pub_points)
+    length_figure = prompt_length_figure(params, metrics, out_dir, files, plt)
     return {"claims_table": claims_table, "claims_list": verdicts, "table1": table1, "per_task": per_task, "wins": wins, "claims": claims, "claims_text": text,
-            "deviations": deviations, "figure": figure, "files": files, "published_note": pub_note, "backbone_params": backbone, "group_of_task": groups}
+            "deviations": deviations, "figure": figure, "length_figure": length_figure, "files": files, "published_note": pub_note, "backbone_params": backbone, "group_of_task": groups}
+
+
+def prompt_length_figure(params: dict, metrics: dict, out_dir, files: dict, plt):
+    """Test top-1 vs prompt length, VPT-deep and VPT-shallow: every run of either (main and
+    ablation runs such as ``vpt_deep_p2``), on the tasks all of them ran, one point per seed (mean
+    over those tasks), error bars = std over seeds. More lengths: add runs to ``vpt.methods``
+    (e.g. ``vpt_deep_p16: {method: vpt_deep, cfg: {prompt_length: 16}, ...}``)."""
+    import seaborn as sns
+
+    kinds = {"vpt_deep": "VPT-deep", "vpt_shallow": "VPT-shallow"}
+    runs = [r for r in metrics if metrics[r].get("registered_method", metrics[r].get("method")) in kinds]
+    task_sets = [set(seed_table(metrics[r])) for r in runs]
+    common = sorted(set.intersection(*task_sets)) if task_sets else []
+    rows = []
+    for r in runs:
+        length = C.run_cfg(params, "vpt", r, metrics).get("prompt_length")
+        by_task = seed_table(metrics[r])
+        seeds = set.intersection(*(set(by_task[t]) for t in common)) if common else set()
+        for seed in sorted(seeds):
+            rows.append({"method": kinds[metrics[r].get("registered_method", metrics[r].get("method"))], "prompt length": length,
+                         "seed": seed, "test top-1 (%)": float(np.mean([by_task[t][seed] for t in common]))})
+    df = pd.DataFrame(rows)
+    if df.empty or df["prompt length"].isna().all():
+        return C.finish_figure(C.empty_figure(f"no VPT prompt-length runs yet ({C.profile_name(params)} profile)"), out_dir, "prompt_length", files)
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    sns.lineplot(df, x="prompt length", y="test top-1 (%)", hue="method", errorbar="sd", marker="o", err_style="bars", ax=ax)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(df["prompt length"].dropna().unique()), labels=[str(int(v)) for v in sorted(df["prompt length"].dropna().unique())])
+    ax.set_title(f"VPT, {C.profile_name(params)} profile: test top-1 vs prompt length\n(mean over {', '.join(t.split('/')[-1] for t in common)}; "
+                 "bars: std over seeds)", fontsize=8)
+    fig.tight_layout()
+    return C.finish_figure(fig, out_dir, "prompt_length", files)
 
 
 def wins_table(params: dict, metrics: dict, runs, numeric: dict, group_tasks: dict, pub_rows: list, label: str = "mini") -> pd.DataFrame:
