@@ -258,7 +258,7 @@ def test_index_merges_the_three_papers_into_one_list(tmp_path, monkeypatch):
     vp_report.build(params, str(reports / "vp" / "report"), metrics_root=str(root))
     params, root = _rpo_world(tmp_path / "rpo")
     rpo_report.build(params, str(reports / "rpo" / "report"), metrics_root=str(root))
-    out = write_index({"profile": "mini"}, reports)
+    out = write_index({"profile": "mini"}, reports, second_world=tmp_path / "no_second_world.json")
     merged = json.loads((reports / "claims.json").read_text())
     assert isinstance(merged, list) and out["n_claims"] == len(merged)
     papers = [r["paper"] for r in merged]

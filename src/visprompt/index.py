@@ -46,6 +46,25 @@ def load_claims(root: Path = REPORTS) -> list:
     return out
 
 
+SECOND_WORLD = Path("docs/second_world/claims.json")  # mini profile: the verdicts measured on another world seed
+
+
+def attach_second_world(claims: list, path: Path = SECOND_WORLD) -> list:
+    """Each claim's verdict on the other world seed (a measured file, written once by hand from a
+    run with another ``data.seed``): ``second_world`` = its holds and numbers, ``stable`` = the
+    same verdict in both worlds. A verdict that flips is unstable, not a finding (issue: regime)."""
+    doc = _read(path)
+    other = {(c.get("paper"), c.get("claim")): c for c in doc.get("claims", []) if isinstance(c, dict)}
+    for c in claims:
+        o = other.get((c.get("paper"), c.get("claim")))
+        if o is None:
+            continue
+        c["second_world"] = {"world_seed": doc.get("world_seed"), "holds": o.get("holds"), "mini": o.get("mini")}
+        both = c.get("holds") is not None and o.get("holds") is not None
+        c["stable"] = (c["holds"] == o["holds"]) if both else None
+    return claims
+
+
 def verdict_lines(root: Path = REPORTS, width: int = 100) -> list[str]:
     """The verdict per claim of the last run, for a terminal (``visprompt summary``, the end of
     ``make repro``): one line per claim, the measured and published values indented below it."""
@@ -60,6 +79,9 @@ def verdict_lines(root: Path = REPORTS, width: int = 100) -> list[str]:
         kind = "regime " if c.get("kind") == "regime" else ""
         lines += textwrap.wrap(f"{mark.get(c.get('holds'), ' – ')}  {c.get('paper', ''):<4} {kind}{c.get('claim', '')}", width,
                                initial_indent="  ", subsequent_indent=" " * 11)
+        if c.get("stable") is False:
+            lines.append(" " * 11 + f"UNSTABLE: on world seed {c['second_world']['world_seed']} it "
+                         f"{'holds' if c['second_world']['holds'] else 'does not hold'} ({c['second_world']['mini']})"[:width - 11])
         for label in ("mini", "published"):
             if c.get(label):
                 lines += textwrap.wrap(f"{label}: {c[label]}", width, initial_indent=" " * 11, subsequent_indent=" " * 13)
@@ -156,7 +178,9 @@ def sections(params: dict, root: Path = REPORTS, claims: list | None = None) -> 
         "## Verdict per claim", "",
         "Claims are the papers'; *(regime)* rows check that the run sits in the papers' regime (baselines only). "
         "holds: *yes* / *no* on the measured numbers, *–* when a run it needs is missing. All records, with their evidence: "
-        "[claims.json](claims.json).", ""]), None)]
+        "[claims.json](claims.json)." + (" The *other world* column is the verdict measured on a second world seed "
+        "(`docs/second_world/claims.json`, docs/mini_world.md); a verdict that differs there is **unstable**, not a finding."
+        if any("second_world" in c for c in claims) else ""), ""]), None)]
     if not claims:
         out.append(("No report has written its claims yet.\n", None))
     for paper, (title, nb) in PAPERS.items():
@@ -314,10 +338,12 @@ def render_runs(root: Path = REPORTS) -> list:
     return [render_run(p, paper, root) for paper in PAPERS for p in sorted((root / paper / "runs").glob("*.ipynb"))]
 
 
-def write_index(params: dict, root: Path = REPORTS, runs: bool = True) -> dict:
+def write_index(params: dict, root: Path = REPORTS, runs: bool = True, second_world: Path = SECOND_WORLD) -> dict:
     """``index.md``, ``index.html``, ``claims.json`` (every paper's verdict records, one list) and,
     with ``runs``, the training notebooks' HTML under ``runs_html/``."""
     claims = load_claims(root)
+    if params.get("profile", "mini") == "mini":  # the other world is a mini-profile measurement
+        attach_second_world(claims, second_world)
     root.mkdir(parents=True, exist_ok=True)
     pages = render_runs(root) if runs else []
     parts = sections(params, root, claims)

@@ -140,7 +140,13 @@ def claims_table(entries: list, label: str = "mini") -> pd.DataFrame:
     rows = [{"claim": ("(regime) " if e["kind"] == "regime" else "") + e["claim"],
              "published (paper)": e["published"] if e["published"] is not None else C.DASH,
              f"{label} (measured)": e["mini"], "holds": HOLDS_TEXT[e["holds"]]} for e in ordered]
-    return pd.DataFrame(rows, columns=["claim", "published (paper)", f"{label} (measured)", "holds"])
+    columns = ["claim", "published (paper)", f"{label} (measured)", "holds"]
+    if any("second_world" in e for e in ordered):  # the index attaches the other world's verdicts
+        for row, e in zip(rows, ordered):
+            o = e.get("second_world")
+            row["other world"] = C.DASH if o is None else HOLDS_TEXT[o["holds"]] + (" · unstable" if e.get("stable") is False else "")
+        columns.append("other world")
+    return pd.DataFrame(rows, columns=columns)
 
 
 def write_claims(entries: list, out_dir, label: str = "mini") -> pd.DataFrame:

@@ -299,6 +299,8 @@ def claims(df: pd.DataFrame, uuid: str = "claims") -> HTML:
     if measured_col:
         spec.append((measured_col, "", measured_col, "wrap"))
     spec.append(("holds", "", "holds", "verdict"))
+    if "other world" in df.columns:
+        spec.append(("other world", "", "other world seed", "wrap"))
     kinds = ["regime" if str(c).startswith("(regime)") else "" for c in df["claim"]]
     return table(df, spec, uuid=uuid, row_kinds=kinds, notes=[
         "(regime) rows check that the run sits in the paper's regime (baselines only, never the method under study); "
