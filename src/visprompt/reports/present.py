@@ -300,7 +300,7 @@ def claims(df: pd.DataFrame, uuid: str = "claims") -> HTML:
         spec.append((measured_col, "", measured_col, "wrap"))
     spec.append(("holds", "", "holds", "verdict"))
     if "other world" in df.columns:
-        spec.append(("other world", "", "other world seed", "wrap"))
+        spec.append(("other world seed", "", "other world", "wrap"))
     kinds = ["regime" if str(c).startswith("(regime)") else "" for c in df["claim"]]
     return table(df, spec, uuid=uuid, row_kinds=kinds, notes=[
         "(regime) rows check that the run sits in the paper's regime (baselines only, never the method under study); "
