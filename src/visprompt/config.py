@@ -20,10 +20,14 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
         params = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path} must be a mapping of sections (data, splits, backbones, vpt, vp, rpo), got {type(params).__name__}")
     missing = [s for s in REQUIRED_SECTIONS if s not in params]
     if missing:
         raise ConfigError(f"{path} has no {', '.join(missing)} section(s); see params.yaml in the repository for the layout")
-    return params
+    from .schema import validate
+
+    return validate(params, str(path))
 
 
 def section(params: dict, name: str) -> dict:

@@ -1,0 +1,266 @@
+"""The layout of params.yaml, checked once when it is read (``config.load_params``).
+
+Why: a wrong value used to surface as a bare ``TypeError`` deep in a stage, after minutes of work,
+or not at all (a misspelt key was silently ignored). Here every value of both profiles' params is
+checked before anything runs, and every error names the full key path, what was found and what is
+expected, with a "did you mean" for misspelt keys. Values that are already right come back
+untouched (same types), so the cells' fingerprints do not change; a number that YAML read as a
+string (PyYAML reads ``1e-3`` as the string "1e-3") is converted.
+
+Method ``cfg`` values are free-form here: each method's builder checks them
+(``experiments.check_method``). Every grid point is checked against the recipe it would train with.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+from dataclasses import fields
+
+from .errors import ConfigError
+
+
+class Spec:
+    """One value's rule: ``check`` returns the (possibly converted) value or raises ConfigError."""
+
+    def check(self, value, path: str):
+        raise NotImplementedError
+
+    @staticmethod
+    def fail(path: str, found, expected: str):
+        raise ConfigError(f"{path}: expected {expected}, got {found!r}")
+
+
+class Any_(Spec):
+    def check(self, value, path):
+        return value
+
+
+class Int(Spec):
+    def __init__(self, lo: int | None = None, hi: int | None = None):
+        self.lo, self.hi = lo, hi
+
+    def check(self, value, path):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, value, "an integer" + ("" if not isinstance(value, float) else " (no fraction)"))
+        if self.lo is not None and value < self.lo or self.hi is not None and value > self.hi:
+            self.fail(path, value, f"an integer in [{self.lo}, {'∞' if self.hi is None else self.hi}]")
+        return value
+
+
+class Float(Spec):
+    """A number (ints stay ints); ``gt``: strictly above, ``lo``: at least."""
+
+    def __init__(self, lo: float | None = None, gt: float | None = None, none_ok: bool = False):
+        self.lo, self.gt, self.none_ok = lo, gt, none_ok
+
+    def check(self, value, path):
+        if value is None and self.none_ok:
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                self.fail(path, value, "a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(path, value, "a finite number")
+        if self.gt is not None and not value > self.gt:
+            self.fail(path, value, f"a number > {self.gt}")
+        if self.lo is not None and value < self.lo:
+            self.fail(path, value, f"a number >= {self.lo}")
+        return value
+
+
+class Str(Spec):
+    def __init__(self, choices=None):
+        self.choices = tuple(choices) if choices else None
+
+    def check(self, value, path):
+        if not isinstance(value, str) or not value:
+            self.fail(path, value, "a non-empty string" + (f", one of {list(self.choices)}" if self.choices else ""))
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{path}: unknown value {value!r}{_did_you_mean(value, self.choices)}; choose one of {list(self.choices)}")
+        return value
+
+
+class Bool(Spec):
+    def check(self, value, path):
+        if not isinstance(value, bool):
+            self.fail(path, value, "true or false")
+        return value
+
+
+class OneOf(Spec):
+    def __init__(self, *specs: Spec, expected: str):
+        self.specs, self.expected = specs, expected
+
+    def check(self, value, path):
+        for spec in self.specs:
+            try:
+                return spec.check(value, path)
+            except ConfigError:
+                continue
+        self.fail(path, value, self.expected)
+
+
+class List(Spec):
+    """A list (empty and duplicate items rejected unless allowed); a scalar is not a list."""
+
+    def __init__(self, item: Spec, min_len: int = 1, unique: bool = True):
+        self.item, self.min_len, self.unique = item, min_len, unique
+
+    def check(self, value, path):
+        if not isinstance(value, list):
+            self.fail(path, value, f"a list, e.g. [{'1, 2' if isinstance(self.item, Int) else 'a, b'}]")
+        if len(value) < self.min_len:
+            raise ConfigError(f"{path}: the list is empty; give at least {self.min_len} item(s) or remove the key")
+        out = [self.item.check(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if self.unique:
+            seen = [v for i, v in enumerate(out) if v in out[:i]]
+            if seen:
+                raise ConfigError(f"{path}: {seen[0]!r} is listed twice (a repeated seed would report a std of 0); list each once")
+        return out
+
+
+class Map(Spec):
+    """A mapping with known keys (``keys``); other keys go to ``extra`` (e.g. run names) or are
+    rejected with a suggestion."""
+
+    def __init__(self, keys: dict | None = None, extra: Spec | None = None, required=()):
+        self.keys, self.extra, self.required = keys or {}, extra, tuple(required)
+
+    def check(self, value, path):
+        if value is None and not self.required:
+            value = {}
+        if not isinstance(value, dict):
+            self.fail(path, value, "a mapping (key: value)")
+        missing = [k for k in self.required if k not in value]
+        if missing:
+            raise ConfigError(f"{_join(path, missing[0])}: missing; see params.yaml in the repository for the layout")
+        out = {}
+        for k, v in value.items():
+            sub = _join(path, str(k))
+            if k in self.keys:
+                out[k] = self.keys[k].check(v, sub)
+            elif self.extra is not None:
+                out[k] = self.extra.check(v, sub)
+            else:
+                raise ConfigError(f"{sub}: unknown key{_did_you_mean(str(k), self.keys)}; the keys here are {sorted(self.keys)}")
+        return out
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- the recipe and the grid -----------------------------------------------------------------
+
+
+def recipe_spec() -> Map:
+    """Every :class:`visprompt.train.Recipe` field, typed from the dataclass."""
+    from . import train
+
+    choices = {"optimizer": train.OPTIMIZERS, "lr_scaling": train.LR_SCALINGS, "schedule": train.SCHEDULES,
+               "step_per": ("step", "epoch"), "augment": train.AUGMENTS}
+    keys: dict = {}
+    for f in fields(train.Recipe):
+        t = str(f.type)
+        if f.name in choices:
+            keys[f.name] = Str(choices[f.name])
+        elif f.name == "lr":
+            keys[f.name] = Float(gt=0)
+        elif t.startswith("int"):
+            keys[f.name] = Int(lo=1 if f.name in ("batch_size", "epochs") else 0)
+        elif t.startswith("float"):
+            keys[f.name] = Float(lo=0, none_ok="None" in t)
+        elif t.startswith("bool"):
+            keys[f.name] = Bool()
+        else:
+            keys[f.name] = Any_()
+    return Map(keys)
+
+
+class Grid(Spec):
+    """``{key: [values]}``: recipe keys are typed like the recipe, other keys are method cfg keys."""
+
+    def check(self, value, path):
+        recipe = recipe_spec().keys
+        value = Map(extra=List(Any_())).check(value, path)
+        return {k: [recipe[k].check(x, f"{path}.{k}[{i}]") for i, x in enumerate(v)] if k in recipe else v for k, v in value.items()}
+
+
+SEEDS = List(Int(lo=0))
+PROTOCOLS = ("base2new", "dg", "fewshot")
+
+
+def method_spec() -> Map:
+    return Map({"method": Str(), "cfg": Map(extra=Any_()), "recipe": recipe_spec(), "grid": Grid(), "seeds": SEEDS,
+                "tasks": List(Str()), "trainable": Bool(), "protocols": List(Str(PROTOCOLS)),
+                "overrides": Map(extra=Map({"cfg": Map(extra=Any_()), "recipe": recipe_spec()}))})
+
+
+def paper_spec(paper: str) -> Map:
+    keys = {"backbone": Str(), "tasks": List(Str()), "seeds": SEEDS, "recipe": recipe_spec(), "grid": Grid(),
+            "methods": Map(extra=method_spec()), "subsample": Any_(), "selection": Map(extra=Any_()), "template": Str()}
+    if paper == "rpo":
+        keys.update({"base2new": Map({"datasets": List(Str()), "shots": Int(lo=1), "hm": Str()}),
+                     "dg": Map({"source": Str(), "shots": Int(lo=1), "targets": List(Str())}),
+                     "fewshot": Map({"datasets": List(Str()), "shots": List(Int(lo=1)), "seeds": SEEDS}),
+                     "templates": Map(extra=Str())})
+    return Map(keys, required=("methods",))
+
+
+def params_spec() -> Map:
+    pretrain = Map({"steps": Int(lo=1), "batch_size": Int(lo=1), "lr": Float(gt=0), "weight_decay": Float(lo=0),
+                    "warmup": Int(lo=0), "label_smoothing": Float(lo=0), "aux_weight": Float(lo=0), "seed": Int(lo=0)})
+    return Map({
+        "profile": Str(("mini", "paper")),
+        "threads": Int(lo=0),
+        "data": Map({"root": Str(), "image_size": Int(lo=8), "seed": Int(lo=0), "workers": Int(lo=0),
+                     "suites": List(Str(("upstream", "vtab", "fgvc", "vp", "coop", "probe"))), "sizes": Map(extra=Any_()),
+                     "runs": Str(), "split_seed": Int(lo=0), "keep_archives": Bool(), "datasets": List(Str())}),
+        "splits": Map({"root": Str(), "datasets": List(Str()), "shots": List(Int(lo=1)), "seeds": SEEDS}),
+        "backbones": Map({"root": Str(), "reports_dir": Str(), "vit": Map(extra=Any_()), "clip": Map(extra=Any_()),
+                          "clip_vp": Map(extra=Any_()), "clip_rpo": Map(extra=Any_()),
+                          "vit_pretrain": pretrain, "clip_pretrain": pretrain}),
+        "transforms": Map(extra=Any_()),
+        "vpt": paper_spec("vpt"), "vp": paper_spec("vp"), "rpo": paper_spec("rpo"),
+    }, required=("data", "splits", "backbones"))
+
+
+def check_grid_points(params: dict) -> None:
+    """Every grid point of every run, merged into the recipe it would train with, is a valid
+    recipe: a bad value fails now, not after the grid's first cells have trained."""
+    from .train import Recipe
+
+    for paper in ("vpt", "vp", "rpo"):
+        sec = params.get(paper) or {}
+        for run, m in (sec.get("methods") or {}).items():
+            grid = {**(sec.get("grid") or {}), **(m.get("grid") or {})}
+            recipe = {**(sec.get("recipe") or {}), **(m.get("recipe") or {})}
+            keys = [k for k in grid if k in {f.name for f in fields(Recipe)}]
+            for values in itertools.product(*(grid[k] for k in keys)):
+                point = dict(zip(keys, values))
+                try:
+                    Recipe.from_dict({**recipe, **point})
+                except (ConfigError, TypeError) as e:
+                    raise ConfigError(f"{paper}.methods.{run}: the grid point {point} gives an invalid recipe: {e}") from None
+
+
+def validate(params: dict, source: str = "params.yaml") -> dict:
+    """``params`` checked against :func:`params_spec` (and every grid point); returns it with
+    numbers that YAML read as strings converted. Errors name ``source`` and the key path."""
+    try:
+        out = params_spec().check(params, "")
+        check_grid_points(out)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return out
