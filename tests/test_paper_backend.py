@@ -36,6 +36,23 @@ CLIP_ARCH, CLIP_SIZE = "ViT-S-32-alt", 64
 CALTECH = ("BACKGROUND_Google", "Faces_easy", "accordion")
 # the tests use small archs on purpose; backbone_entry's "not the paper's arch" warning is tested once
 pytestmark = pytest.mark.filterwarnings("ignore:backbones")
+
+
+@pytest.fixture(autouse=True)
+def cpu_allowed(monkeypatch):
+    """These tests train the paper profile's code paths on fake data, on the CPU on purpose."""
+    monkeypatch.setenv(paper_backend.ALLOW_CPU, "1")
+
+
+def test_no_silent_cpu_fallback(monkeypatch):
+    monkeypatch.delenv(paper_backend.ALLOW_CPU)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs a CUDA GPU and torch sees none.*VISPROMPT_ALLOW_CPU=1"):
+        paper_backend.require_accelerator()
+    monkeypatch.setenv(paper_backend.ALLOW_CPU, "1")
+    paper_backend.require_accelerator()  # the smoke-test escape hatch
+
+
 DATASETS = ["vtab/dtd", "fgvc/cub", "vp/dtd", "coop/caltech101", "coop/imagenet",
             "coop/imagenet_v2", "coop/imagenet_sketch", "coop/imagenet_a", "coop/imagenet_r"]
 

@@ -118,6 +118,19 @@ def stage_times(root: Path = REPORTS / "records") -> list[tuple[str, float]]:
     return rows
 
 
+def trained_on(root: Path = REPORTS / "records") -> dict:
+    """``device (name)`` -> number of train-stage runs recorded on it: the paper profile's results
+    say whether they came from a GPU, the mini profile's that they came from the CPU."""
+    out: dict = {}
+    for paper in PAPERS:
+        for path in sorted((root / paper).glob("*.json")):
+            env = _read(path).get("environment") or {}
+            if env.get("device"):
+                key = f"{env['device']} ({env.get('device_name') or 'unknown'})"
+                out[key] = out.get(key, 0) + 1
+    return out
+
+
 def _fmt_s(s: float) -> str:
     return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
 
@@ -241,6 +254,9 @@ def _rest(root: Path, env: dict) -> str:
     if clip:
         lines.append(f"- tiny CLIP: zero-shot on CoOp-mini new classes, mean ratio to chance {clip.get('mean_new_class_ratio_to_chance')}×; "
                      f"lowest single-factor ratio {clip.get('min_single_factor_ratio_to_chance')}× (`reports/records/backbone_clip.json`).")
+    devices = trained_on(root / "records")
+    if devices:
+        lines += ["", "## Trained on", ""] + [f"- {d}: {n} run(s)" for d, n in devices.items()]
     times = stage_times(root / "records")
     total = sum(t for _, t in times)
     lines += ["", "## Time", "", f"Sum of stage wall times: **{_fmt_s(total)}** (papermill kernel start-up and DVC overhead not included; "

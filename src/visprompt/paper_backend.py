@@ -18,6 +18,7 @@ the params they come from here, so both profiles share every line of training an
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,11 +286,29 @@ def rpo_datasets(params: dict, s: dict) -> tuple[list, list]:
     return list(dict.fromkeys(sources)), list(dict.fromkeys(targets))
 
 
+ALLOW_CPU = "VISPROMPT_ALLOW_CPU"
+
+
+def require_accelerator() -> None:
+    """The paper profile trains ViT-B/16 and CLIP at the papers' settings: weeks on a CPU. A wrong
+    GPU id or a driver too old for the installed CUDA wheels used to fall back to the CPU without
+    a word; now it stops here, before any work, unless ``VISPROMPT_ALLOW_CPU=1`` (a smoke test)."""
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get(ALLOW_CPU) == "1":
+        return
+    raise ConfigError(
+        f"the paper profile needs a CUDA GPU and torch sees none (torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none: a CPU-only wheel'}; "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). Check `nvidia-smi`, that the driver supports that CUDA version "
+        f"and the GPU ids given to the launcher; to train on the CPU anyway (e.g. a smoke test on fake data) set {ALLOW_CPU}=1")
+
+
 def check_method(params: dict, paper: str, s: dict) -> None:
     """Everything a paper-profile train stage reads exists, checked before any model or image is loaded."""
     from .data import real
     from .data.splits import split_file
 
+    require_accelerator()
     backbone_entry(params, paper)
     if paper in ("vpt", "vp"):
         allowed = set(real.VTAB_TASKS) | set(real.FGVC_TASKS) if paper == "vpt" else set(real.VP_TASKS)
