@@ -162,3 +162,16 @@ def test_restricting_away_the_selection_seed_is_noted(capsys):
     params = yaml.safe_load(Path(PARAMS).read_text())
     cli.restrict_method(params, "vpt", "full", seeds=[2])
     assert "selected with seed 2, the pipeline selects with seed 1" in capsys.readouterr().err
+
+
+def test_paper_params_run_in_their_own_folder(monkeypatch, tmp_path):
+    """`--params profiles/paper/params.yaml` from the repository root must not resolve the paper
+    profile's `data.root: data` to the mini profile's folder."""
+    profile = tmp_path / "profiles" / "paper"
+    profile.mkdir(parents=True)
+    (profile / "params.yaml").write_text((ROOT / "profiles" / "paper" / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr(cli, "run_check", lambda args, params: seen.append((Path.cwd(), args.params)) or {})
+    assert cli.main(["check", "--params", "profiles/paper/params.yaml"]) == 0
+    assert seen == [(profile.resolve(), str((profile / "params.yaml").resolve()))]

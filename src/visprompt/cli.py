@@ -247,6 +247,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if _profile_is_mini(args.params):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    else:
+        _enter_profile_dir(args)
     from .config import load_params
 
     t0 = time.perf_counter()
@@ -260,6 +262,17 @@ def main(argv=None) -> int:
         summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict)) or k in ("datasets",)}
         print(json.dumps({"stage": args.command, "time_s": round(time.perf_counter() - t0, 1), **summary}, default=str)[:2000])
     return 0
+
+
+def _enter_profile_dir(args) -> None:
+    """The paper profile's paths (``data.root: data``, ``reports/``) are relative to its own folder,
+    where DVC runs its stages; run by hand from elsewhere (``--params profiles/paper/params.yaml``
+    from the repository root), change into that folder rather than write into the mini profile's."""
+    folder = Path(args.params).resolve().parent
+    if folder != Path.cwd().resolve():
+        print(f"note: paper profile: running in {folder} (its paths are relative to it)", file=sys.stderr)
+        args.params = str(Path(args.params).resolve())
+        os.chdir(folder)
 
 
 def _profile_is_mini(params_path: str) -> bool:

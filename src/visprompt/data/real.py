@@ -92,7 +92,7 @@ SOURCE_FORMAT = 1
 DEFAULT_SPLIT_SEED = 0
 VTAB_TRAIN, VTAB_VAL = 800, 200
 VP_VAL_FRACTION = 0.1
-RERUN = "python -m visprompt data --params profiles/paper/params.yaml"
+RERUN = "cd profiles/paper && python -m visprompt data --params params.yaml"
 COOP_DATASETS_MD = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 
 
