@@ -19,7 +19,7 @@ DVC_FILES = [ROOT / "dvc.yaml", ROOT / "profiles" / "paper" / "dvc.yaml"]
 OPTIONS = {
     "data": [], "splits": [], "backbones": ["vit", "clip", "both"], "backbone-vit": [], "backbone-clip": [],
     "train": ["PAPER", "--method", "--task", "--protocol", "--seed", "--out-root", "--runs-root"],
-    "report": ["PAPER"], "index": [], "summary": [], "check": [],
+    "report": ["PAPER"], "index": [], "summary": [], "status": [], "check": [],
 }
 
 

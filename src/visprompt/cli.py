@@ -119,6 +119,24 @@ def _progress(args) -> bool | None:
     return False if getattr(args, "no_progress", False) else None
 
 
+def run_status(args, params: dict) -> None:
+    """Paper profile: every dataset's state at once (ready / will download / manual download
+    needed, with the missing files), without downloading anything."""
+    if params.get("profile", "mini") != "paper":
+        print("the mini profile renders its datasets (`python -m visprompt data`); status is for the paper profile's downloads")
+        return None
+    from . import paper
+
+    rows = paper.status(params)
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        extra = f"  missing: {', '.join(r['missing'])}" if r["missing"] else ""
+        print(f"{r['name']:<{width}}  {r['state']:<22}  {r.get('disk') or ''}{extra}")
+    blocked = sum(r["state"] == "manual download needed" for r in rows)
+    print(f"{len(rows)} datasets: {sum(r['state'] == 'ready' for r in rows)} ready, {blocked} need a manual download (docs/paper_profile.md)")
+    return None
+
+
 def run_summary(args, params: dict) -> None:
     """The verdict table of the last run (``reports/claims.json``), as ``make repro`` ends."""
     from .index import verdict_lines
@@ -224,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = command("report", run_report, "say how to build one paper's report (a DVC stage; this command builds nothing)")
     rp.add_argument("paper", metavar="PAPER", help=f"one of {', '.join(PAPERS)}")
     command("index", run_index, "write reports/index.md, index.html and claims.json from the reports")
+    command("status", run_status, "paper profile: every dataset's state (ready / will download / manual), downloading nothing")
     command("summary", run_summary, "print the verdict per claim of the last run (reports/claims.json)")
     command("check", run_check, "validate the data, splits and backbones params without doing any work")
     return parser
