@@ -159,3 +159,19 @@ def test_published_cells_and_measured_cells():
     assert P.measured(58.020001) == "58.0"
     assert P.measured("40.7 ± 1.7 (1/2 tasks)", extra=" [1]") == '40.7\u00a0±\u00a01.7 [1] <span class="note">(1/2 tasks)</span>'
     assert P.is_ablation_label("VPT-deep [vpt_deep_p2]") and not P.is_ablation_label("VPT-deep")
+
+
+def test_records_of_runs_no_longer_in_params_are_skipped(tmp_path, capsys):
+    """Removing a run from params (its record still on disk) must not break or feed the report."""
+    import copy
+
+    from visprompt.reports import vpt as vpt_report
+
+    if not (REPORTS / "records" / "vpt" / "full.json").is_file():
+        pytest.skip("no committed run records under reports/records")
+    params = copy.deepcopy(load_params(str(ROOT / "params.yaml")))
+    del params["vpt"]["methods"]["full"]
+    r = vpt_report.build(params, str(tmp_path / "vpt"), metrics_root=str(REPORTS / "records"))
+    assert "skipped the records of runs no longer in vpt.methods: full" in capsys.readouterr().out
+    deep_vs_full = next(c for c in r["claims_list"] if c["claim"].startswith("VPT-deep ≥ Full"))
+    assert deep_vs_full["holds"] is None  # not measured now, rather than read from a stale file

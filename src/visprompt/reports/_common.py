@@ -32,6 +32,18 @@ def run_names(params: dict, paper: str) -> list:
     return list(((params.get(paper) or {}).get("methods") or {}).keys())
 
 
+def current_runs(params: dict, paper: str, metrics: dict) -> dict:
+    """The run records of runs still in ``<paper>.methods``: a record left by a run since removed
+    from params (or by other params, e.g. the smoke params) is skipped with a note, not reported
+    beside the current runs."""
+    names = set(run_names(params, paper))
+    stale = sorted(set(metrics) - names)
+    if stale:
+        print(f"note: {paper}: skipped the records of runs no longer in {paper}.methods: {', '.join(stale)} "
+              f"(reports/records/{paper}/<run>.json; delete them, or add the runs back)")
+    return {k: v for k, v in metrics.items() if k in names}
+
+
 def registered(params: dict, paper: str, run: str) -> str:
     """The registered method behind a run name (ablation runs alias a method with other settings)."""
     entry = ((params.get(paper) or {}).get("methods") or {}).get(run) or {}

@@ -190,7 +190,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     accuracy-vs-shots figures, trainable parameters and the claims; tables (.md/.csv) and figures
     (.png) also go to ``out_dir``. Missing runs show '–'."""
     plt = C.pyplot()
-    metrics = report.load_metrics("rpo", metrics_root)
+    metrics = C.current_runs(params, "rpo", report.load_metrics("rpo", metrics_root))
     p = params.get("rpo") or {}
     runs = C.run_names(params, "rpo")
     b2n_sets = list((p.get("base2new") or {}).get("datasets") or [])

@@ -132,7 +132,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     design ablation (+ heatmap), robustness to the style-shifted copies, the learned prompts and
     the claims; tables (.md/.csv) and figures (.png) also go to ``out_dir``. Missing runs show '–'."""
     plt = C.pyplot()
-    metrics = report.load_metrics("vp", metrics_root)
+    metrics = C.current_runs(params, "vp", report.load_metrics("vp", metrics_root))
     tasks = _tasks(params, metrics)
     analogs = _analogs(params, tasks)
     pub_rows, pub_note = C.published_rows("visual_prompting")

@@ -200,7 +200,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     the claims and the accuracy-by-group figure; tables (.md/.csv) and the figure (.png) are also
     written to ``out_dir``. Runs listed in params without metrics show '–'."""
     plt = C.pyplot()
-    metrics = report.load_metrics("vpt", metrics_root)
+    metrics = C.current_runs(params, "vpt", report.load_metrics("vpt", metrics_root))
     runs = C.run_names(params, "vpt")
     tasks = list((params.get("vpt") or {}).get("tasks") or [])
     for r in runs:  # tasks measured but no longer in params still belong to their run
