@@ -70,6 +70,15 @@ BAD = [  # (edit, what the message must say)
     (_del("splits"), "has no splits section"),
     (_set("vpt", "grid", value={"lr": []}), "vpt.grid.lr: the list is empty"),
     (_set("rpo", "methods", "rpo", "overrides", value={"dg": {"recipe": {"lr": -0.1}}}), "rpo.methods.rpo.overrides.dg.recipe.lr: expected a number > 0"),
+    # method cfg, typed from each builder's defaults
+    (_set("vp", "methods", "vp_pad", "cfg", "prompt_size", value=4.7), "vp.methods.vp_pad.cfg.prompt_size: expected an integer (no fraction), got 4.7"),
+    (_set("vpt", "methods", "vpt_deep", "cfg", "prompt_length", value=20000), "vpt.methods.vpt_deep.cfg.prompt_length: expected an integer in [1, 1000]"),
+    (_set("vpt", "methods", "vpt_deep", "cfg", value={"promt_length": 8}), "vpt.methods.vpt_deep.cfg.promt_length: unknown key (did you mean 'prompt_length'?)"),
+    (_set("vpt", "methods", "vpt_deep2", value={"cfg": {"prompt_length": 2}}), "vpt.methods.vpt_deep2: unknown method 'vpt_deep2' (did you mean 'vpt_deep'?)"),
+    (_set("vp", "methods", "vp_pad", "cfg", "prompt_size", value=16), "vp.methods.vp_pad.cfg.prompt_size: 16 does not fit a 32-px image"),
+    (_set("rpo", "methods", "rpo", "cfg", "read_only", value="no"), "rpo.methods.rpo.cfg.read_only: expected true or false"),
+    (_set("rpo", "methods", "rpo", "overrides", "fewshot", value={"cfg": {"K": 0}}), "rpo.methods.rpo.overrides.fewshot.cfg.K: expected an integer in [1,"),
+    (_set("vpt", "methods", "vpt_deep", "grid", value={"prompt_length": [8, "ten"]}), "vpt.methods.vpt_deep.grid.prompt_length[1]: expected an integer"),
 ]
 
 
@@ -87,6 +96,14 @@ def test_numbers_yaml_reads_as_strings_are_converted(tmp_path):
     path.write_text(text.replace("    lr: 0.01\n", "    lr: 1e-2\n", 1))  # PyYAML reads 1e-2 as the string '1e-2'
     assert yaml.safe_load(path.read_text())["rpo"]["recipe"]["lr"] == "1e-2"
     assert load_params(path)["rpo"]["recipe"]["lr"] == 0.01
+
+
+def test_cfg_numbers_read_as_strings_are_converted(tmp_path):
+    params = copy.deepcopy(DEFAULT)
+    params["rpo"]["methods"]["rpo"]["cfg"]["K"] = "4"  # `K: '4'` used to end in a bare TypeError
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert load_params(path)["rpo"]["methods"]["rpo"]["cfg"]["K"] == 4
 
 
 def test_valid_params_come_back_unchanged():

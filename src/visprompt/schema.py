@@ -255,12 +255,89 @@ def check_grid_points(params: dict) -> None:
                     raise ConfigError(f"{paper}.methods.{run}: the grid point {point} gives an invalid recipe: {e}") from None
 
 
+# --- method cfg: typed from each builder's keyword defaults ------------------------------------
+
+AT_LEAST_ONE = {"prompt_length", "prompt_size", "K", "n_ctx", "k", "reduction", "width", "max_iter"}
+MAX_PROMPT_LENGTH = 1000  # VPT's largest is 200; attention cost grows with the square of the tokens
+
+
+def cfg_spec(builder) -> dict:
+    """key -> Spec for every keyword a method builder takes with a default (its cfg keys)."""
+    import inspect
+
+    out = {}
+    for name, p in inspect.signature(builder).parameters.items():
+        d = p.default
+        if d is inspect.Parameter.empty:
+            continue
+        if isinstance(d, bool):
+            out[name] = Bool()
+        elif isinstance(d, int):
+            out[name] = Int(lo=1 if name in AT_LEAST_ONE else 0, hi=MAX_PROMPT_LENGTH if name == "prompt_length" else None)
+        elif isinstance(d, float):
+            out[name] = Float(lo=0, none_ok=False)
+        elif isinstance(d, str):
+            out[name] = Str()
+        else:
+            out[name] = Any_()
+    return out
+
+
+def _image_size(params: dict) -> int | None:
+    bb = params.get("backbones") or {}
+    for key in ("clip", "clip_vp"):
+        if isinstance(bb.get(key), dict) and bb[key].get("image_size"):
+            return int(bb[key]["image_size"])
+    return (params.get("data") or {}).get("image_size")
+
+
+def check_method_cfgs(params: dict) -> dict:
+    """Every run's method is registered and its cfg (also in overrides and grids) has that
+    method's keys with values of the right type and size; returns params with numbers that YAML
+    read as strings converted (``K: '4'`` -> 4)."""
+    from .methods.registry import get_method_spec, list_methods
+
+    size = _image_size(params)
+    for paper in ("vpt", "vp", "rpo"):
+        for run, m in ((params.get(paper) or {}).get("methods") or {}).items():
+            path = f"{paper}.methods.{run}"
+            name = m.get("method", run)
+            if name not in list_methods():
+                raise ConfigError(f"{path}: unknown method {name!r}{_did_you_mean(name, list_methods())}; "
+                                  f"a run named otherwise must say which registered method it runs (method: ...), one of {sorted(list_methods())}")
+            spec = Map(cfg_spec(get_method_spec(name).builder))
+            holders = [(f"{path}.cfg", m)] + [(f"{path}.overrides.{k}.cfg", o) for k, o in (m.get("overrides") or {}).items()]
+            for where, holder in holders:
+                if holder.get("cfg") is None:
+                    continue
+                holder["cfg"] = spec.check(holder["cfg"], where)
+                _check_prompt_size(name, holder["cfg"].get("prompt_size"), size, where)
+            for key, values in (m.get("grid") or {}).items():
+                if key in spec.keys:
+                    m["grid"][key] = [spec.keys[key].check(v, f"{path}.grid.{key}[{i}]") for i, v in enumerate(values)]
+                    for i, v in enumerate(m["grid"][key] if key == "prompt_size" else []):
+                        _check_prompt_size(name, v, size, f"{path}.grid.{key}[{i}]")
+    return params
+
+
+def _check_prompt_size(method: str, value, image_size, where: str) -> None:
+    """A pad of width p on both sides leaves an image of size - 2p: p must be below half the image;
+    a patch must fit in the image."""
+    if value is None or not image_size:
+        return
+    limit = (image_size - 1) // 2 if method == "vp_pad" else image_size
+    if value > limit:
+        what = "a pad of this width covers the whole image" if method == "vp_pad" else "the patch is larger than the image"
+        raise ConfigError(f"{where}.prompt_size: {value} does not fit a {image_size}-px image ({what}); use at most {limit}")
+
+
 def validate(params: dict, source: str = "params.yaml") -> dict:
     """``params`` checked against :func:`params_spec` (and every grid point); returns it with
     numbers that YAML read as strings converted. Errors name ``source`` and the key path."""
     try:
         out = params_spec().check(params, "")
         check_grid_points(out)
+        check_method_cfgs(out)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return out
