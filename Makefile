@@ -26,7 +26,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # The paper profile (GPU + internet). GPUS=0,1,2,3 first spreads the training over those GPUs
-# (python -m visprompt.launch fills the cell store), then dvc repro records every stage from it.
+# (python -m visprompt.launch: one Ray task per job fills the cell store), then dvc repro records
+# every stage from it.
 GPUS ?=
 paper: setup
 	cd profiles/paper && HF_HUB_OFFLINE=0 dvc repro $(if $(GPUS),splits && HF_HUB_OFFLINE=0 python -m visprompt.launch --gpus $(GPUS) && HF_HUB_OFFLINE=0 dvc repro,)

@@ -1,4 +1,4 @@
-"""Spread the paper profile's training over several GPUs, then let DVC record it.
+"""Spread the training over Ray (several GPUs, or a cluster), then let DVC record it.
 
 ``dvc repro`` runs one stage at a time and holds the repository lock while it runs, so a second
 ``dvc repro`` on another GPU cannot start beside it. What makes the train stages cheap to re-run is
@@ -6,15 +6,20 @@ the runner's cell store (``data.runs``): every finished (task × grid point × s
 dataset × shots × seed) cell is a file, reused by any later run with the same settings. So::
 
     cd profiles/paper
-    python -m visprompt.launch --gpus 0,1,2,3      # fills the cell store, one job per GPU at a time
+    python -m visprompt.launch                     # fills the cell store: one Ray task per job
     HF_HUB_OFFLINE=0 dvc repro                     # replays every stage from the store and records it
 
 A job is one (paper, method, task) for VPT and visual prompting — the cells of one task do not
 depend on which other tasks are listed — and one (rpo, method) for RPO, whose cell fingerprints
-include its protocol sections. Jobs run in ``CUDA_VISIBLE_DEVICES=<gpu>`` subprocesses, largest
-grid first, each logging to ``<data.runs>/launch/<job>.log``. A failed job does not stop the
-others; the launcher exits non-zero and names it. Run it again to resume: finished cells are
-skipped.
+include its protocol sections. Scheduling is Ray's, not ours: each job is a Ray task asking for
+``--gpus-per-job`` GPUs (a fraction packs small jobs onto one GPU; 0 runs on CPUs, e.g. the mini
+profile), retried ``--retries`` times if it fails or its worker dies, stopped after ``--timeout-h``.
+Ray sets ``CUDA_VISIBLE_DEVICES`` per task and kills the tasks when the launcher exits, so an
+interrupted launch leaves nothing running; run it again to resume (finished cells are skipped).
+Without ``--address`` Ray starts on this machine; ``--address auto`` joins a running cluster
+(``ray start --head`` / ``ray start --address ...`` on each machine; ``data.runs`` and the data
+must then be on a filesystem every machine sees). Ray is optional (``pip install -e '.[scale]'``):
+nothing else in the project needs it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,56 +80,88 @@ def run_job(params: dict, paper: str, method: str, task: str | None) -> int:
     return 0
 
 
-def launch(params_file: str, gpus: list[str], papers=PAPERS, only=None, poll_s: float = 5.0, dry_run: bool = False) -> int:
-    """Run every job of :func:`plan` with at most one job per entry of ``gpus``; 0 if all succeeded."""
+def _ray_job(params_file: str, cwd: str, job: dict, log_file: str, timeout_s: float | None) -> dict:
+    """One job inside a Ray worker: its output goes to ``log_file``; past ``timeout_s`` the worker
+    exits, which Ray reports as a failed task (and retries)."""
+    import contextlib
+    import threading
+
+    os.chdir(cwd)
+    if timeout_s:
+        threading.Timer(timeout_s, lambda: os._exit(124)).start()
+    from .config import load_params
+
+    t0 = time.perf_counter()
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        print(f"--- {job_name(job)} on {os.environ.get('CUDA_VISIBLE_DEVICES') or 'CPU'} ---", flush=True)
+        run_job(load_params(params_file), job["paper"], job["method"], job["task"])
+    return {"job": job_name(job), "time_s": round(time.perf_counter() - t0, 1)}
+
+
+def launch(params_file: str, papers=PAPERS, only=None, gpus_per_job: float = 1.0, retries: int = 2, timeout_h: float | None = None,
+           address: str | None = None, num_cpus: int | None = None, dry_run: bool = False) -> int:
+    """Run every job of :func:`plan` as a Ray task; 0 if all succeeded."""
     from .config import load_params
 
     params = load_params(params_file)
-    if params.get("profile") != "paper":
-        raise ConfigError(f"{params_file}: the launcher is for the paper profile (profile: paper)")
-    if not gpus:
-        raise ConfigError("give at least one GPU, e.g. --gpus 0,1,2,3")
+    if gpus_per_job < 0 or retries < 0 or (timeout_h is not None and timeout_h <= 0):
+        raise ConfigError("--gpus-per-job and --retries must be >= 0 and --timeout-h > 0")
+    if params.get("profile") == "paper" and gpus_per_job == 0 and os.environ.get("VISPROMPT_ALLOW_CPU") != "1":
+        raise ConfigError("the paper profile trains on GPUs: give --gpus-per-job > 0 (e.g. 1, or 0.5 to pack two small jobs per GPU)")
     jobs = plan(params, papers, only)
-    logs = Path((params.get("data") or {}).get("runs", "data/runs")) / "launch"
-    print(f"{len(jobs)} jobs on {len(gpus)} GPU(s) ({', '.join(gpus)}); logs in {logs}/", flush=True)
+    logs = Path((params.get("data") or {}).get("runs", "data/runs")).resolve() / "launch"
+    print(f"{len(jobs)} jobs, {gpus_per_job:g} GPU(s) each, {retries} retries; logs in {logs}/", flush=True)
     if dry_run:
         for j in jobs:
             print(f"  {job_name(j)}  (cost {j['cost']})")
         return 0
-    logs.mkdir(parents=True, exist_ok=True)
-    pending, running, failed = list(jobs), {}, []
-    free = list(gpus)
-    t0 = time.perf_counter()
-    while pending or running:
-        while pending and free:
-            job, gpu = pending.pop(0), free.pop(0)
-            cmd = [sys.executable, "-m", "visprompt.launch", "--params", params_file, "--worker", job["paper"], job["method"]] + (["--task", job["task"]] if job["task"] else [])
-            log = open(logs / f"{job_name(job)}.log", "w")
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-            running[gpu] = (job, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-            print(f"[{time.perf_counter() - t0:8.0f} s] start {job_name(job)} on GPU {gpu}", flush=True)
-        time.sleep(poll_s)
-        for gpu, (job, proc, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[gpu]
-            free.append(gpu)
-            status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}; see {logs / (job_name(job) + '.log')})"
-            if proc.returncode:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the launcher runs on Ray: pip install -e '.[scale]' (the pipeline itself does not need it)") from None
+
+    env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "VISPROMPT_ALLOW_CPU") if k in os.environ}
+    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"env_vars": env} if env else None)
+    have = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_job > have:  # Ray would wait for them forever
+        ray.shutdown()
+        raise ConfigError(f"each job asks for {gpus_per_job:g} GPU(s) but Ray sees {have:g} (check `nvidia-smi`, --gpus and the cluster); "
+                          "--gpus-per-job 0 runs on CPUs")
+    remote = ray.remote(num_gpus=gpus_per_job, max_retries=retries, retry_exceptions=True)(_ray_job)
+    timeout_s = timeout_h * 3600 if timeout_h else None
+    refs = {remote.remote(str(Path(params_file).resolve()), os.getcwd(), j, str(logs / f"{job_name(j)}.log"), timeout_s): j for j in jobs}
+    failed, t0 = [], time.perf_counter()
+    try:
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            job = refs[done[0]]
+            try:
+                r = ray.get(done[0])
+                print(f"[{time.perf_counter() - t0:8.0f} s] done: {r['job']} ({r['time_s']} s)", flush=True)
+            except Exception as e:  # the task failed after its retries (an error, a dead worker, the timeout)
                 failed.append(job_name(job))
-            print(f"[{time.perf_counter() - t0:8.0f} s] {status}: {job_name(job)}", flush=True)
+                print(f"[{time.perf_counter() - t0:8.0f} s] FAILED: {job_name(job)} ({type(e).__name__}; see {logs / (job_name(job) + '.log')})", flush=True)
+    finally:
+        ray.shutdown()
     if failed:
         print(f"{len(failed)} job(s) failed: {', '.join(failed)}. Fix and run again; finished cells are kept.", flush=True)
         return 1
-    print("all jobs done; now `HF_HUB_OFFLINE=0 dvc repro` records every stage from the cell store", flush=True)
+    print("all jobs done; now `dvc repro` records every stage from the cell store", flush=True)
     return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m visprompt.launch", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="the paper params file (run from profiles/paper; default: params.yaml)")
-    parser.add_argument("--gpus", default="", help="comma-separated CUDA device ids, one job per device at a time (e.g. 0,1,2,3)")
+    parser.add_argument("--gpus", default="", help="use only these CUDA devices on this machine (sets CUDA_VISIBLE_DEVICES; default: all)")
+    parser.add_argument("--gpus-per-job", type=float, default=1.0, help="GPUs each job asks Ray for (0.5 packs two per GPU; 0: CPU only, the mini profile)")
+    parser.add_argument("--retries", type=int, default=2, help="times Ray retries a failed job (default 2)")
+    parser.add_argument("--timeout-h", type=float, default=None, help="stop a job after this many hours (it then counts as failed and is retried)")
+    parser.add_argument("--address", default=None, help="a Ray cluster to join ('auto': the one `ray start` runs here); default: a local Ray")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs the local Ray may use (default: all)")
     parser.add_argument("--papers", default=",".join(PAPERS), help="which papers (default: vpt,vp,rpo)")
     parser.add_argument("--only", default="", help="comma-separated filters: a paper or paper/method (e.g. vpt/vpt_deep,rpo)")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, largest first, and stop")
@@ -143,7 +179,10 @@ def main(argv=None) -> int:
         unknown = [p for p in papers if p not in PAPERS]
         if unknown:
             raise ConfigError(f"--papers: unknown {unknown}; choose from {', '.join(PAPERS)}")
-        return launch(args.params, [g for g in args.gpus.split(",") if g], papers, only, dry_run=args.dry_run)
+        if args.gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
+        return launch(args.params, papers, only, gpus_per_job=args.gpus_per_job, retries=args.retries, timeout_h=args.timeout_h,
+                      address=args.address, num_cpus=args.num_cpus, dry_run=args.dry_run)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
