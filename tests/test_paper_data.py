@@ -836,3 +836,29 @@ def test_data_stage_prepares_in_order_and_writes_manifests(tmp_path):
     assert not paper.manifest_path(root, "fgvc/cars").exists() and not (root / "stanford_cars").exists()
     rows = {r["name"]: r["state"] for r in paper.status(params, root)}
     assert rows == {"vtab/dtd": "ready", "coop/dtd": "ready", "fgvc/cars": "manual download needed"}
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz", "gz"])
+def test_decompression_bomb_is_refused_before_filling_the_disk(tmp_path, kind):
+    """A small archive of a large, highly compressible file stops at the expansion cap; nothing is
+    left in the destination. The cap scales with the archive (50x its size, 4 GB floor; here 0)."""
+    import gzip as gz
+
+    from visprompt.data.download import ArchiveError, extract
+
+    payload = b"\0" * (8 << 20)  # 8 MB of zeros: a few KB compressed
+    archive = tmp_path / f"bomb.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("zeros.bin", payload)
+    elif kind == "gz":
+        archive.write_bytes(gz.compress(payload))
+    else:
+        with tarfile.open(archive, "w:gz") as tf:
+            info = tarfile.TarInfo("zeros.bin")
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    with pytest.raises(ArchiveError, match="decompression bomb"):
+        extract(archive, tmp_path / "out", min_cap_bytes=0)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert extract(archive, tmp_path / "ok", min_cap_bytes=0, max_expansion=10_000).is_dir()  # a real archive of that ratio: allowed when said so

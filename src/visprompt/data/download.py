@@ -268,7 +268,34 @@ def _safe_target(base: Path, member: str) -> Path:
     return target
 
 
-def _extract_tar(archive: Path, tmp: Path) -> None:
+MAX_EXPANSION = 50  # the real datasets' archives hold JPEGs, PNGs and arrays: at most a few times their size
+MIN_CAP_BYTES = 4 << 30
+
+
+class _Cap:
+    """Bytes an archive may expand to: ``MAX_EXPANSION`` × its size, at least ``MIN_CAP_BYTES``.
+    A zip bomb (a small archive of a huge, highly compressible file) stops here instead of
+    filling the disk."""
+
+    def __init__(self, archive: Path, max_expansion: float | None = None, min_bytes: int | None = None):
+        ratio = MAX_EXPANSION if max_expansion is None else max_expansion
+        self.archive, self.left = archive, max(int(ratio * archive.stat().st_size), MIN_CAP_BYTES if min_bytes is None else min_bytes)
+        self.limit = self.left
+
+    def take(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise ArchiveError(f"{self.archive} expands beyond {self.limit / 2**30:.1f} GB (over {MAX_EXPANSION}× its size): "
+                               "refusing to extract what looks like a decompression bomb; check the file's checksum and source")
+
+
+def _copy_capped(src, out, cap: _Cap) -> None:
+    while chunk := src.read(CHUNK):
+        cap.take(len(chunk))
+        out.write(chunk)
+
+
+def _extract_tar(archive: Path, tmp: Path, cap: _Cap) -> None:
     with tarfile.open(archive, mode="r:*") as tf:
         for m in tf:  # reading every member header and body surfaces truncation inside the archive
             if m.issym() or m.islnk():
@@ -276,10 +303,11 @@ def _extract_tar(archive: Path, tmp: Path) -> None:
             _safe_target(tmp, m.name)
             if m.isdev():
                 raise ArchiveError(f"{archive}: device file {m.name!r} in archive; refusing to extract")
+            cap.take(m.size)
             tf.extract(m, tmp, set_attrs=False, filter="data")
 
 
-def _extract_zip(archive: Path, tmp: Path) -> None:
+def _extract_zip(archive: Path, tmp: Path, cap: _Cap) -> None:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             target = _safe_target(tmp, info.filename)
@@ -288,24 +316,25 @@ def _extract_zip(archive: Path, tmp: Path) -> None:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as out:  # CRC is checked as the member is read
-                shutil.copyfileobj(src, out, CHUNK)
+                _copy_capped(src, out, cap)  # counts what is written, not the sizes the archive declares
 
 
-def _extract_gz(archive: Path, tmp: Path) -> None:
+def _extract_gz(archive: Path, tmp: Path, cap: _Cap) -> None:
     out = tmp / archive.name[: -len(".gz")]
     with gzip.open(archive, "rb") as src, open(out, "wb") as dst:
-        shutil.copyfileobj(src, dst, CHUNK)
+        _copy_capped(src, dst, cap)
 
 
-def _unpack(archive: Path, tmp: Path) -> None:
+def _unpack(archive: Path, tmp: Path, max_expansion: float | None = None, min_cap_bytes: int | None = None) -> None:
     kind = archive_kind(archive)
     try:
+        cap = _Cap(archive, max_expansion, min_cap_bytes)
         if kind == ".zip":
-            _extract_zip(archive, tmp)
+            _extract_zip(archive, tmp, cap)
         elif kind == ".gz":
-            _extract_gz(archive, tmp)
+            _extract_gz(archive, tmp, cap)
         elif kind is not None:
-            _extract_tar(archive, tmp)
+            _extract_tar(archive, tmp, cap)
         else:
             raise ArchiveError(f"{archive}: not a known archive type ({', '.join(ARCHIVE_SUFFIXES)})")
     except ArchiveError:
@@ -329,7 +358,8 @@ def _move_merge(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def extract(archive, dest_dir, remove_on_error: bool = False, strip: str | None = None) -> Path:
+def extract(archive, dest_dir, remove_on_error: bool = False, strip: str | None = None,
+            max_expansion: float | None = None, min_cap_bytes: int | None = None) -> Path:
     """Unpack ``archive`` into ``dest_dir`` atomically; return ``dest_dir``.
 
     Contents are unpacked into a temporary folder beside ``dest_dir`` (same file system); only
@@ -347,7 +377,7 @@ def extract(archive, dest_dir, remove_on_error: bool = False, strip: str | None 
     tmp = dest_dir.parent / f".{dest_dir.name}.extract-{os.getpid()}-{int(time.time() * 1000)}"
     tmp.mkdir(parents=True)
     try:
-        _unpack(archive, tmp)
+        _unpack(archive, tmp, max_expansion, min_cap_bytes)
         src = tmp
         if strip:
             src = tmp / strip
