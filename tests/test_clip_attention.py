@@ -217,8 +217,10 @@ def test_bench_runs_on_mini(tmp_path):
 
     out = tmp_path / "bench.json"
     params = Path(__file__).resolve().parents[1] / "params.yaml"
-    res = main(["--mini", "--params", str(params), "--steps", "pretrain", "coop", "rpo_fast", "--batch", "2", "--repeats", "1", "--threads", "1", "--out", str(out)])
+    res = main(["--mini", "--params", str(params), "--steps", "pretrain", "coop", "rpo_fast", "vp_pad", "vp_official", "vp_floor",
+                "--batch", "2", "--repeats", "1", "--threads", "1", "--out", str(out)])
     saved = json.loads(out.read_text())
+    assert set(saved["seconds"]["vp_official"]) == {"torch"} and set(saved["seconds"]["vp_floor"]) == {"sdpa"}  # one cell each
     assert saved["seconds"]["pretrain"]["torch"] > 0 and saved["seconds"]["pretrain"]["sdpa"] > 0
     assert "torch" not in saved["seconds"]["rpo_fast"] and res["seconds"]["coop"]["sdpa"] > 0
     vit = saved["vit"]["images_per_s"]  # the tiny ViT's steps, attempt 1's ViT beside params.yaml's
