@@ -93,19 +93,6 @@ class Bool(Spec):
         return value
 
 
-class OneOf(Spec):
-    def __init__(self, *specs: Spec, expected: str):
-        self.specs, self.expected = specs, expected
-
-    def check(self, value, path):
-        for spec in self.specs:
-            try:
-                return spec.check(value, path)
-            except ConfigError:
-                continue
-        self.fail(path, value, self.expected)
-
-
 class List(Spec):
     """A list (empty and duplicate items rejected unless allowed); a scalar is not a list."""
 
@@ -275,7 +262,7 @@ def cfg_spec(builder) -> dict:
         elif isinstance(d, int):
             out[name] = Int(lo=1 if name in AT_LEAST_ONE else 0, hi=MAX_PROMPT_LENGTH if name == "prompt_length" else None)
         elif isinstance(d, float):
-            out[name] = Float(lo=0, none_ok=False)
+            out[name] = Float(lo=0)
         elif isinstance(d, str):
             out[name] = Str()
         else:

@@ -273,9 +273,10 @@ def _size_curve(params, metrics, out_dir, files, plt):
 def _by_seed(result: dict, tasks) -> dict:
     """seed -> {task: test top-1} for the seeds that have every one of ``tasks``."""
     out: dict = {}
-    for c in result.get("cells", []):
-        if c.get("task") in tasks and isinstance(c.get("test_top1"), (int, float)):
-            out.setdefault(c.get("seed"), {})[c["task"]] = c["test_top1"]
+    for task, by_seed in seed_values(result).items():
+        if task in tasks:
+            for seed, v in by_seed.items():
+                out.setdefault(seed, {})[task] = v
     return {s: v for s, v in out.items() if len(v) == len(tasks)}
 
 
@@ -288,13 +289,10 @@ def _prompted_examples(params, metrics, mains, metrics_root, out_dir, files, plt
     cells = sorted((metrics.get(run) or {}).get("cells", []), key=lambda c: (c.get("seed", 0), c.get("task", "")))
     cell = next((c for c in cells if c.get("prompt_image") is not None), None)
     images = None
-    if cell is not None:
-        try:
-            from ..data.store import load_arrays
+    if cell is not None and C.profile_name(params) == "mini":  # the paper profile's datasets are not arrays on disk
+        from ..data.store import load_arrays
 
-            images = load_arrays((params.get("data") or {}).get("root", "data/mini"), cell["task"], "test")["images"][:n]
-        except Exception:  # the paper profile's datasets are not arrays on disk: no example there
-            images = None
+        images = load_arrays((params.get("data") or {}).get("root", "data/mini"), cell["task"], "test")["images"][:n]
     if images is None or not len(images):
         return C.finish_figure(C.empty_figure(f"no prompted example ({C.profile_name(params)} profile: needs vp_pad and the mini data)"),
                                out_dir, "prompted", files)
