@@ -289,12 +289,14 @@ def _prompted_examples(params, metrics, mains, metrics_root, out_dir, files, plt
     cells = sorted((metrics.get(run) or {}).get("cells", []), key=lambda c: (c.get("seed", 0), c.get("task", "")))
     cell = next((c for c in cells if c.get("prompt_image") is not None), None)
     images = None
-    if cell is not None and C.profile_name(params) == "mini":  # the paper profile's datasets are not arrays on disk
+    root = Path((params.get("data") or {}).get("root", "data/mini"))
+    # the paper profile's datasets are not arrays on disk; a checkout without `dvc repro data` has none either
+    if cell is not None and C.profile_name(params) == "mini" and (root / f"{cell['task']}.json").is_file():
         from ..data.store import load_arrays
 
-        images = load_arrays((params.get("data") or {}).get("root", "data/mini"), cell["task"], "test")["images"][:n]
+        images = load_arrays(root, cell["task"], "test")["images"][:n]
     if images is None or not len(images):
-        return C.finish_figure(C.empty_figure(f"no prompted example ({C.profile_name(params)} profile: needs vp_pad and the mini data)"),
+        return C.finish_figure(C.empty_figure(f"no prompted example ({C.profile_name(params)} profile: needs vp_pad and the rendered mini data)"),
                                out_dir, "prompted", files)
     prompt = C.load_image(cell["prompt_image"], metrics_root)
     flat = np.round(prompt.reshape(-1, 3) * 255).astype(int)
