@@ -206,3 +206,16 @@ def test_changed_world_code_rerenders(tmp_path, monkeypatch):
     assert run_data(p, progress=False)["datasets"]["probe/probe-shape"] == "up to date"
     monkeypatch.setattr(pipeline, "_world_code_hash", lambda: "other code")
     assert run_data(p, progress=False)["datasets"]["probe/probe-shape"] != "up to date"
+
+
+def test_truncated_dataset_file_names_the_fix(tmp_path):
+    from visprompt.data.store import dataset_files, load_arrays, write_dataset
+
+    split = {"images": np.zeros((4, 8, 8, 3), np.uint8), "labels": np.arange(4)}
+    write_dataset(tmp_path, "vtab/toy", {"train": split}, {"splits": {"train": 4}})
+    assert load_arrays(tmp_path, "vtab/toy", "train")["labels"].tolist() == [0, 1, 2, 3]
+    npz, _ = dataset_files(tmp_path, "vtab/toy")
+    npz.chmod(0o644)
+    npz.write_bytes(npz.read_bytes()[:200])
+    with pytest.raises(ConfigError, match="missing or corrupt.*dvc repro data"):
+        load_arrays(tmp_path, "vtab/toy", "train")

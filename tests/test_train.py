@@ -96,6 +96,38 @@ def test_checkpoint_from_other_recipe_is_refused(tmp_path):
         fit(TinyNet(), _data(), {**RECIPE, "lr": 0.1}, seed=1, checkpoint=ckpt, progress=False, device="cpu")
 
 
+def test_truncated_checkpoint_warns_and_trains_from_the_start(tmp_path):
+    ref = TinyNet()
+    r_ref = fit(ref, _data(), RECIPE, seed=1, progress=False, device="cpu")
+    ckpt = tmp_path / "run.pt"
+    fit(TinyNet(), _data(), RECIPE, seed=1, checkpoint=ckpt, progress=False, device="cpu", stop_after_epoch=1)
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # a killed copy, a full disk
+    again = TinyNet()
+    with pytest.warns(UserWarning, match="unreadable"):
+        r = fit(again, _data(), RECIPE, seed=1, checkpoint=ckpt, progress=False, device="cpu")
+    assert r["history"] == r_ref["history"] and torch.equal(again.head.weight, ref.head.weight)
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary checkpoint left behind
+
+
+def test_adamw_and_sgd_steps_match_the_plain_loop():
+    """build_optimizer's fused/foreach updates are the same rule as the per-parameter loop."""
+    from visprompt.train import build_optimizer
+
+    for recipe in ({"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05}, {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}):
+        a, b = TinyNet().eval(), TinyNet().eval()
+        opt_a = build_optimizer(a, Recipe.from_dict(recipe))
+        kw = {"lr": opt_a.defaults["lr"], "foreach": False}
+        groups = [{"params": [b.head.weight, b.head.bias], "weight_decay": recipe["weight_decay"]}]
+        opt_b = torch.optim.AdamW(groups, **kw) if recipe["optimizer"] == "adamw" else torch.optim.SGD(groups, momentum=0.9, **kw)
+        x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 3
+        for _ in range(3):
+            for model, opt in ((a, opt_a), (b, opt_b)):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+        torch.testing.assert_close(a.head.weight, b.head.weight, rtol=1e-5, atol=1e-6)
+
+
 class CachedHead(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -195,11 +195,32 @@ def test_full_sets_backbone_dropout_and_keeps_attention_dropout():
     model = create_method("full", tiny_vit(), C, dropout=0.1)
     bb = model.backbone
     assert bb.pos_drop.p == 0.1 and bb.blocks[0].mlp.drop1.p == 0.1 and bb.blocks[-1].mlp.drop2.p == 0.1
+    assert type(bb.blocks[0].mlp.drop1).__name__ == "FastDropout"
     assert bb.blocks[0].attn.attn_drop.p == 0.0 and bb.blocks[0].attn.proj_drop.p == 0.0
     model.train()
     assert all(m.training for m in bb.modules())
     model = create_method("full", tiny_vit(), C, dropout=None)
     assert model.backbone.pos_drop.p == 0.0
+
+
+def test_fast_dropout_keeps_1_minus_p_unbiased_and_seeded():
+    from visprompt.methods.fast_dropout import FastDropout
+
+    drop = FastDropout(0.1).train()
+    x = torch.ones(400, 1000)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = (y != 0).float()
+    assert abs(kept.mean().item() - 0.9) < 0.002  # 400k draws: sd 0.0005
+    assert abs(y.mean().item() - 1.0) < 0.003  # kept values scaled to an unbiased mean
+    assert abs(torch.corrcoef(torch.stack([kept.flatten()[:-1], kept.flatten()[1:]]))[0, 1].item()) < 0.01  # neighbours independent
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the global generator: a seeded epoch repeats its masks
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(FastDropout(1.0).train()(x), torch.zeros_like(x))
+    g = torch.ones(3, 5, requires_grad=True)
+    FastDropout(0.5).train()(g).sum().backward()
+    assert set(g.grad.unique().tolist()) <= {0.0, 2.0}
 
 
 def test_adapter_starts_as_identity_and_learns():

@@ -618,10 +618,6 @@ def summarise(cells: list) -> dict:
     return out
 
 
-def write_metrics(result: dict, path) -> None:
-    write_json(path, result)
-
-
 def flat_metrics(result: dict) -> dict:
     """A run's few headline numbers, the same keys for every run of a paper (a DVC ``metrics:``
     file: ``dvc metrics show`` and ``dvc exp show`` print one column per key, so they stay short).

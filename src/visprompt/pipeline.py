@@ -8,6 +8,7 @@ file atomically.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -189,9 +190,14 @@ def save_weights(state_dict: dict, path: Path) -> None:
     """Write to a temporary file, then rename: DVC's hardlinked cache shares the file's inode, so
     writing the tracked file in place would also overwrite the cached copy of the old weights."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state_dict, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")  # unique: two writers never share it
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state_dict, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def run_backbone_vit(params: dict, progress: bool | None = None) -> dict:

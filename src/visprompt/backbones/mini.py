@@ -68,7 +68,7 @@ def pretrain_vit(model, images: np.ndarray, labels: np.ndarray, num_classes: int
     head = torch.nn.Linear(model.num_features, num_classes)
     aux_heads, f_all = _factor_heads(model.num_features, factors, factor_sizes, aux_weight)
     net = torch.nn.ModuleList([model, head, aux_heads])
-    opt = torch.optim.AdamW(_param_groups(net, weight_decay), lr=lr, betas=(0.9, 0.999))
+    opt = torch.optim.AdamW(_param_groups(net, weight_decay), lr=lr, betas=(0.9, 0.999), fused=True)  # CPU/CUDA kernel, not a Python loop
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(y_all), generator=g)
@@ -118,7 +118,7 @@ def pretrain_clip(model, tokenizer, images: np.ndarray, captions: list, group_si
     n_groups = len(captions) // group_size
     groups_per_batch = max(1, batch_size // group_size)
     heads, f_all = _factor_heads(model.visual.output_dim, factors, factor_sizes, aux_weight)
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay) + [{"params": list(heads.parameters()), "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(_param_groups(model, weight_decay) + [{"params": list(heads.parameters()), "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
     g = torch.Generator().manual_seed(seed)
     order, pos = torch.randperm(n_groups, generator=g), 0
     history, t0 = [], time.perf_counter()

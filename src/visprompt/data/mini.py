@@ -154,12 +154,13 @@ def _fgvc_tasks(sizes: dict) -> list:
 
 
 # Robustness copies of the VP-mini test sets: same classes, another rendering style (and, where a
-# style alone left zero-shot CLIP as accurate as on the source, a cluttered background too: a
-# shift must make the task harder, docs/mini_world.md). Name suffix = the style.
+# style alone left zero-shot CLIP as accurate as on the source, a cluttered background and, for
+# counts, smaller objects too: a shift must make the task harder for zero-shot CLIP, measured in
+# both world seeds, docs/mini_world.md attempt 3). Name suffix = the style.
 VP_SHIFTS = {
     "vp-shapes": ("sketch", {}),
     "vp-patterns": ("sensor", {"background": ("textured",)}),
-    "vp-counts": ("cartoon", {"background": ("textured",)}),
+    "vp-counts": ("cartoon", {"background": ("textured",), "size": ("small",)}),
     "vp-sensor": ("sketch", {}),
 }
 

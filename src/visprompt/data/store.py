@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def load_arrays(root, key: str, split: str) -> dict:
                 out["captions"] = [str(c) for c in f[f"{split}_captions"]]
             if f"{split}_factors" in f.files:
                 out["factors"] = f[f"{split}_factors"]
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise ConfigError(f"{npz} is missing or corrupt ({e}); delete it and run `dvc repro data` again") from e
     if len(out["labels"]) != manifest["splits"][split]:
         raise ConfigError(f"{npz} does not match its manifest ({len(out['labels'])} vs {manifest['splits'][split]} items); run `dvc repro data` again")

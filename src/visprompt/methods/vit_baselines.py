@@ -25,6 +25,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from ..errors import ConfigError
 from ..utils import freeze
+from .fast_dropout import FastDropout
 from .heads import MlpHead, ViTClassifier, check_backbone, check_int, check_prob, embed_tokens, pool_tokens
 from .registry import register_method
 
@@ -78,14 +79,15 @@ def set_backbone_dropout(backbone: VisionTransformer, p: float) -> None:
     after the embeddings and inside every MLP (after the activation and after fc2); both attention
     dropouts use ``attention_dropout_rate`` (0.0). In timm those are ``pos_drop`` and each block's
     ``mlp.drop1``/``mlp.drop2``; attention dropouts and the pre-head dropout are left untouched.
+    They become :class:`FastDropout` (the same dropout, a cheaper CPU mask).
     """
-    modules = [backbone.pos_drop]
+    owners = [(backbone, "pos_drop")]
     for block in backbone.blocks:
         mlp = getattr(block, "mlp", None)
-        modules += [getattr(mlp, "drop1", None), getattr(mlp, "drop2", None)]
-    for m in modules:
-        if isinstance(m, nn.Dropout):
-            m.p = p
+        owners += [(mlp, "drop1"), (mlp, "drop2")]
+    for owner, name in owners:
+        if isinstance(getattr(owner, name, None), nn.Dropout):
+            setattr(owner, name, FastDropout(p))
 
 
 @register_method("full", family="vit", paper="vpt")
