@@ -191,3 +191,76 @@ def test_bad_subsample_fails_before_any_work(sizes):
     params["vpt"]["subsample"] = sizes
     with pytest.raises(experiments.ConfigError, match="vpt.subsample"):
         experiments.check_method(params, "vpt", "linear")
+
+
+def test_two_runs_on_one_cell_compute_it_once(tmp_path):
+    """A second run reaching a cell that another process is computing waits for it, then reuses it."""
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import time, pathlib
+from visprompt.experiments import CellStore
+store = CellStore({str(tmp_path)!r}, "vpt", "linear")
+def make():
+    pathlib.Path({str(tmp_path / 'holding')!r}).touch()
+    time.sleep(2)
+    return {{"test_top1": 42.0, "wall_time_s": 2.0}}
+store.compute("vtab/count/seed1", "fp1", make)
+"""])
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "holding").exists():
+            assert holder.poll() is None and time.time() < deadline, "the holder never started its cell"
+            time.sleep(0.05)
+        store = experiments.CellStore(tmp_path, "vpt", "linear")
+        calls = []
+        rec, reused = store.compute("vtab/count/seed1", "fp1", lambda: calls.append(1) or {"test_top1": 0.0})
+        assert reused and not calls and rec["test_top1"] == 42.0
+        assert store.trained == 0 and store.reused == 1
+    finally:
+        holder.wait(timeout=60)
+    assert holder.returncode == 0
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"""
+import os, signal
+from visprompt.experiments import CellStore
+store = CellStore({str(tmp_path)!r}, "vpt", "linear")
+with store.lock("vtab/count/seed1"):
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+    store = experiments.CellStore(tmp_path, "vpt", "linear")
+    rec, reused = store.compute("vtab/count/seed1", "fp1", lambda: {"test_top1": 1.0})
+    assert not reused and rec["test_top1"] == 1.0 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_near_ties_go_to_the_first_grid_point():
+    from visprompt.utils import first_within
+
+    assert first_within([40.0, 40.5]) == 0  # one of 200 validation images: not a real difference
+    assert first_within([40.0, 41.5]) == 1
+    assert first_within([38.0, 40.0, 39.5]) == 1
+
+
+def test_importing_visprompt_pins_the_cpu_code_paths():
+    import subprocess
+    import sys
+
+    from visprompt.cpu_numerics import cpu_has_avx2
+
+    show = "import os, visprompt; print([os.environ.get(k) for k in ('ATEN_CPU_CAPABILITY', 'MKL_CBWR', 'ONEDNN_MAX_CPU_ISA')])"
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "VISPROMPT_NATIVE_CPU")}
+    pinned = subprocess.run([sys.executable, "-c", show], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    native = subprocess.run([sys.executable, "-c", show], env={**env, "VISPROMPT_NATIVE_CPU": "1"}, capture_output=True, text=True, check=True).stdout.strip()
+    mine = subprocess.run([sys.executable, "-c", show], env={**env, "MKL_CBWR": "COMPATIBLE"}, capture_output=True, text=True, check=True).stdout.strip()
+    assert native == "[None, None, None]"
+    if cpu_has_avx2():
+        assert pinned == "['avx2', 'AVX2', 'AVX2']"
+        assert mine == "['avx2', 'COMPATIBLE', 'AVX2']"  # a variable the user set is kept

@@ -3,8 +3,9 @@
 The three papers' protocols, each a loop over cells around :func:`visprompt.train.fit`:
 
 * **vpt** (VPT §4.1): choose the grid values (lr, weight decay, prompt length, …) on the
-  800/200 train/val split with one seed, retrain with the chosen values on all 1,000 images for
-  every seed, report last-epoch test top-1.
+  800/200 train/val split with one seed (validation top-1 within 1 point of the best counts as a
+  tie, won by the first point in grid order: ``utils.first_within``), retrain with the chosen
+  values on all 1,000 images for every seed, report last-epoch test top-1.
 * **vp** (Bahng et al.): same selection rule on train/val, then every seed on train; test top-1
   on the test set and on its style-shifted copy (robustness); logistic probe: C on val.
 * **rpo** (RPO §4): few-shot samples from the ``splits`` stage. ``base2new``: train on the base
@@ -22,8 +23,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import contextlib
+import fcntl
 import itertools
 import json
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -36,7 +41,7 @@ from .config import section
 from .errors import ConfigError, unknown_name
 from .methods.registry import create_method, get_method_spec, list_methods
 from .train import Recipe, evaluate, fit
-from .utils import bars_off, environment_info, read_json, seed_everything, write_json
+from .utils import bars_off, environment_info, first_within, read_json, seed_everything, set_threads, write_json
 
 PAPERS = {"vpt": "vit", "vp": "clip", "rpo": "clip"}
 RPO_PROTOCOLS = ("base2new", "dg", "fewshot")
@@ -246,6 +251,41 @@ class CellStore:
                 return rec
         return None
 
+    @contextlib.contextmanager
+    def lock(self, cell: str):
+        """Hold ``cell``'s lock while computing it: a second run (another stage, a Ray worker on a
+        shared filesystem) that reaches the same cell waits, then reuses the record. An OS file
+        lock (``flock``): the kernel releases it when its holder dies, so a killed run leaves no
+        stale lock. The lock file names the holder."""
+        path = self.dir / "locks" / f"{cell.replace('/', '_')}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                print(f"[{self.dir.parent.name}/{self.dir.name}] {cell}: waiting for {f.read().strip() or 'another process'}, which is computing it", flush=True)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"PID {os.getpid()} on {socket.gethostname()}")
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def compute(self, cell: str, fingerprint: str, make) -> tuple[dict, bool]:
+        """``(record, reused)``: the finished record, else ``make()`` stored under the cell's lock."""
+        rec = self.get(cell, fingerprint)
+        if rec is not None:
+            return rec, True
+        with self.lock(cell):
+            rec = self.get(cell, fingerprint)  # finished by another run while this one waited
+            if rec is not None:
+                return rec, True
+            return self.put(cell, fingerprint, make()), False
+
     def put(self, cell: str, fingerprint: str, record: dict) -> dict:
         record = {**record, "cell": cell, "fingerprint": fingerprint, "computed_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         write_json(self._path(cell), record)
@@ -340,13 +380,15 @@ def _select(params, store, s, task, cell_prefix, train, val, backbone, n_cls, cl
         r_over, c_over = _split_point(point)
         cell = f"{cell_prefix}/select/" + ",".join(f"{k}={v}" for k, v in sorted(point.items()))
         fp = _fingerprint(fp_base, point, seed)
-        rec = store.get(cell, fp)
-        if rec is None:
+
+        def make(cell=cell, fp=fp, point=point, r_over=r_over, c_over=c_over):
             model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, task))
-            rec = store.put(cell, fp, train_and_eval(model, train, {"val": (val, None)}, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
-                                                       checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{task} select {point}"))
+            return train_and_eval(model, train, {"val": (val, None)}, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
+                                  checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{task} select {point}")
+
+        rec, _ = store.compute(cell, fp, make)
         scores.append({"point": point, "val_top1": rec["val_top1"]})
-    best = max(scores, key=lambda r: r["val_top1"])  # ties: first point in grid order
+    best = scores[first_within([r["val_top1"] for r in scores])]  # near-ties: the first point in grid order
     return {"chosen": best["point"], "scores": scores}
 
 
@@ -375,16 +417,18 @@ def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, s
         for seed in s["seeds"]:
             cell = f"{key}/seed{seed}"
             fp = _fingerprint(fp_base, sel["chosen"], seed, sorted(evals))
-            rec = store.get(cell, fp)
-            reused = rec is not None
-            if rec is None:
+
+            def make(cell=cell, fp=fp, seed=seed, key=key, final=final, evals=evals, val=val, sel=sel, n_cls=n_cls, classnames=classnames,
+                     r_over=r_over, c_over=c_over, final_split_=final_split_):
                 model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, key))
                 rec = train_and_eval(model, final, evals, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
                                      checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{key} seed {seed}")
                 rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split_, "num_classes": n_cls})
                 if hasattr(model, "prompter"):
                     rec["prompt_image"] = _prompt_image(model, mean, std)
-                rec = store.put(cell, fp, rec)
+                return rec
+
+            rec, reused = store.compute(cell, fp, make)
             results.append(rec)
             bar.update()
             log_cell(bar, s, cell, rec, len(results), reused)
@@ -453,9 +497,8 @@ def _run_rpo(params, s, backbone, progress: bool, store) -> list:
         cell = f"{protocol}/{dataset}/shots{shots}/seed{seed}"
         ds_over = s["overrides"].get(dataset)  # a dataset override (paper: CoOp's ImageNet epochs) applies after the protocol's
         fp = _fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, backbone_id(params, "rpo"), p.get(protocol), s["code"], *([ds_over] if ds_over else []))
-        rec = store.get(cell, fp)
-        reused = rec is not None
-        if rec is None:
+
+        def make(protocol=protocol, dataset=dataset, shots=shots, seed=seed, cell=cell, fp=fp, ds_over=ds_over):
             test = load_data(params, f"coop/{dataset}", "test", mean, std)
             names = test.classnames
             if protocol == "base2new":
@@ -481,7 +524,9 @@ def _run_rpo(params, s, backbone, progress: bool, store) -> list:
             if protocol == "base2new":
                 rec["hm"] = harmonic_mean(rec["base_top1"], rec["new_top1"])
             rec.update({"protocol": protocol, "dataset": dataset, "shots": shots, "train_images": len(train)})
-            rec = store.put(cell, fp, rec)
+            return rec
+
+        rec, reused = store.compute(cell, fp, make)
         results.append(rec)
         bar.update()
         log_cell(bar, s, cell, rec, len(results), reused)
@@ -570,9 +615,7 @@ def run_method(params: dict, paper: str, method: str, progress: bool | None = No
     s = check_method(params, paper, method)
     s["code"] = cell_code_hash(params, s["method"])
     t0 = time.perf_counter()
-    threads = int(params.get("threads", 0) or 0)
-    if threads > 0:  # tiny models: one thread avoids OpenMP spin-waits when the machine is shared
-        torch.set_num_threads(threads)
+    set_threads(params)
     store = CellStore(runs_root or section(params, "data").get("runs", "data/runs"), paper, method)  # run name
     if PAPERS[paper] == "vit":
         backbone = load_vit(params)

@@ -21,7 +21,7 @@ from .data.mini import HELD_OUT, SUITES, all_tasks, base_new_split, factor_label
 from .data.splits import check_shots, make_split, write_split
 from .data.store import is_complete, load_arrays, load_manifest, write_dataset
 from .errors import ConfigError, unknown_name
-from .utils import bars_off, environment_info, write_json
+from .utils import bars_off, environment_info, set_threads, write_json
 
 PROFILES = ("mini", "paper")
 
@@ -203,6 +203,7 @@ def save_weights(state_dict: dict, path: Path) -> None:
 def run_backbone_vit(params: dict, progress: bool | None = None) -> dict:
     """Pretrain the tiny ViT on upstream classes; linear-probe it on every VTAB-/FGVC-mini task."""
     t_stage = time.perf_counter()
+    set_threads(params)
     from .backbones.mini import image_features, linear_probe_top1, pretrain_vit
     from .backbones.vit import VitConfig, create_vit
 
@@ -259,6 +260,7 @@ def _probe_list(data_root, suites) -> list:
 def run_backbone_clip(params: dict, progress: bool | None = None) -> dict:
     """Pretrain the tiny CLIP contrastively; measure zero-shot on single factors and base/new classes."""
     t_stage = time.perf_counter()
+    set_threads(params)
     from .backbones.clip import ClipConfig, create_clip, get_tokenizer
     from .backbones.mini import pretrain_clip, zero_shot_top1
 

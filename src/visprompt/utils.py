@@ -71,9 +71,33 @@ def environment_info(device: torch.device | str | None = None) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch runs (cpu_numerics.py)
+        "cpu_pins": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA") if k in os.environ},
         "git_commit": git_commit(),
     }
     return info
+
+
+SELECTION_TOLERANCE = 1.0  # points of validation top-1 (2 of VTAB-mini's 200 validation images)
+
+
+def first_within(scores, tolerance: float = SELECTION_TOLERANCE) -> int:
+    """Index of the first score within ``tolerance`` of the best: the grid's own order breaks near-ties.
+
+    A plain argmax lets a one-image difference pick the setting, and such differences come from
+    the last bits of the arithmetic: the same grid then chose differently on another machine.
+    """
+    best = max(scores)
+    return next(i for i, v in enumerate(scores) if v >= best - tolerance)
+
+
+def set_threads(params: dict) -> int:
+    """Apply params' ``threads`` (0: torch's default, one per core). A fixed count is part of what
+    makes the CPU's floating-point bits the same on every machine (cpu_numerics.py)."""
+    threads = int(params.get("threads", 0) or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 SCRATCH = Path("build/notebooks")  # where a notebook run by hand writes (never a DVC-tracked output)

@@ -6,7 +6,8 @@ with the inverse regularisation strength ``C`` chosen on a validation split. Our
 * features are the L2-normalised outputs of ``clip.encode_image`` in fp32, computed once per split
   under ``torch.no_grad``;
 * ``C`` comes from a small log-spaced grid (default 1e-2 … 1e3, one value per decade); the value
-  with the best validation top-1 wins, ties going to the smaller ``C`` (stronger regularisation).
+  with the best validation top-1 wins, values within 1 point of it (``utils.first_within``) going
+  to the smaller ``C`` (stronger regularisation).
   The test split is never seen: neither function below takes it;
 * ``refit='train'`` (default) keeps the probe fitted on the training split alone, so LP sees the
   same labelled images as the prompting methods, which use val only for selection;
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..utils import freeze
+from ..utils import first_within, freeze
 from .registry import register_method
 
 DEFAULT_C_GRID = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
@@ -116,7 +117,7 @@ def fit_probe_features(train_x, train_y, val_x, val_y, C_grid=DEFAULT_C_GRID, se
         fits.append(clf)
         val_top1.append(float((clf.predict(vx) == vy).mean() * 100))
         converged.append(bool(np.all(clf.n_iter_ < max_iter)))
-    best = int(np.argmax(val_top1))  # first maximum = smallest C among ties
+    best = first_within(val_top1)  # near-ties (utils.SELECTION_TOLERANCE) go to the smallest C: the strongest regularisation
     clf = fits[best] if refit == "train" else _fit(np.concatenate([tx, vx]), np.concatenate([ty, vy]), grid[best], seed, max_iter)
     weight, bias = _linear_weights(clf, num_classes)
     info = {
