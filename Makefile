@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.visprompt-installed
 export HF_HUB_OFFLINE ?= 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test paper kernel clean-venv
+.PHONY: setup repro test paper kernel clean-venv screenshots
 
 setup: $(STAMP)
 
@@ -31,6 +31,16 @@ test: setup
 GPUS ?=
 paper: setup
 	cd profiles/paper && HF_HUB_OFFLINE=0 dvc repro $(if $(GPUS),splits && HF_HUB_OFFLINE=0 python -m visprompt.launch --gpus $(GPUS) && HF_HUB_OFFLINE=0 dvc repro,)
+
+# What a reader sees: headless Chromium PNGs of the index and the three reports in build/screenshots/
+# (Debian: apt-get install chromium). Not part of repro or test.
+SHOTS := index vpt/report_vpt vp/report_visual_prompt rpo/report_rpo
+screenshots:
+	@command -v chromium >/dev/null || { echo "chromium not found: apt-get install chromium (Debian) or put it on PATH"; exit 1; }
+	mkdir -p build/screenshots
+	for f in $(SHOTS); do chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2400 \
+	  --screenshot=build/screenshots/$$(basename $$f).png file://$(CURDIR)/reports/$$f.html 2>/dev/null; done
+	@ls build/screenshots
 
 clean-venv:
 	rm -rf $(VENV)
