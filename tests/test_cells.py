@@ -3,6 +3,7 @@ cover the code a cell runs, methods keep their own templates, the convergence fl
 
 import os
 import shutil
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -12,6 +13,7 @@ import torch
 from visprompt import codehash, experiments
 from visprompt.backbones.clip import create_clip, format_classname, get_tokenizer
 from visprompt.train import plateau
+from visprompt.worlds import world_for
 
 CLASSES = ["red circle", "blue square", "green star"]
 
@@ -114,11 +116,32 @@ def test_comments_and_docstrings_keep_the_cells(package_copy):
 
 
 def test_cell_fingerprints_include_the_code_hash():
-    params = {"profile": "mini"}
-    rpo, vpt = experiments.cell_code_hash(params, "rpo"), experiments.cell_code_hash(params, "vpt_deep")
+    world = world_for({"profile": "mini"})
+    rpo, vpt = experiments.cell_code_hash(world, "rpo"), experiments.cell_code_hash(world, "vpt_deep")
     assert rpo != vpt
     closure = codehash.code_closure("visprompt.methods.rpo")
     assert "visprompt.methods.coop" in closure and "visprompt.methods.vpt" not in closure
+
+
+@pytest.mark.parametrize("dvc_file,profile", [("dvc.yaml", "mini"), ("profiles/paper/dvc.yaml", "paper")])
+def test_train_stages_depend_on_every_file_the_cells_hash(dvc_file, profile):
+    """Else an edit that changes every cell's fingerprint leaves `dvc status` clean and the
+    committed metrics stale (the stage never reruns to notice)."""
+    import yaml
+
+    from visprompt.methods.registry import list_methods
+
+    root = Path(__file__).resolve().parents[1]
+    stages = yaml.safe_load((root / dvc_file).read_text())["stages"]
+    world = world_for({"profile": profile})
+    for paper, family in experiments.PAPERS.items():
+        deps = [(root / dvc_file).parent / d for d in stages[f"train_{paper}"]["do"]["deps"]]
+        deps = [d.resolve() for d in deps]
+        for method in list_methods(family):
+            closure, alone = experiments.cell_code_modules(world, method)
+            for name in codehash.code_closure(*closure) + alone:
+                path = codehash.module_file(name).resolve()
+                assert any(path == d or d in path.parents for d in deps), f"{dvc_file} train_{paper}: add {path.relative_to(root)} to its deps"
 
 
 # --- RPO's ablation switches (params-only runs) ----------------------------------------------------

@@ -21,27 +21,23 @@ the same :func:`run_method`.
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
-import contextlib
-import fcntl
 import itertools
-import json
-import os
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
+from .cells import CellStore, fingerprint
 from .codehash import code_hash
 from .config import section
 from .errors import ConfigError, unknown_name
 from .methods.registry import create_method, get_method_spec, list_methods
+from .outputs import cells_frame, flat_metrics, history_rows, output_paths, summarise, write_outputs  # noqa: F401 (the notebooks' API)
 from .train import Recipe, evaluate, fit
-from .utils import bars_off, environment_info, first_within, read_json, seed_everything, set_threads, write_json
+from .utils import bars_off, environment_info, first_within, harmonic_mean, seed_everything, set_threads
+from .worlds import World, world_for
 
 PAPERS = {"vpt": "vit", "vp": "clip", "rpo": "clip"}
 RPO_PROTOCOLS = ("base2new", "dg", "fewshot")
@@ -114,210 +110,33 @@ def _split_point(point: dict) -> tuple[dict, dict]:
     return {k: v for k, v in point.items() if k in fields}, {k: v for k, v in point.items() if k not in fields}
 
 
-# --- backbones and data (mini profile; the paper profile plugs in here) ---------------------------
-
-
-def data_root(params: dict) -> str:
-    return section(params, "data").get("root", "data/mini")
-
-
-def _paper_backend(params: dict):
-    """The real datasets and checkpoints (``profile: paper``), or None for the mini profile."""
-    if params.get("profile", "mini") != "paper":
-        return None
-    from . import paper_backend
-
-    return paper_backend
+# --- backbones and data: the world (visprompt.worlds) ---------------------------------------------
 
 
 def load_vit(params: dict):
-    """The frozen ViT backbone of the VPT experiments (pretrained weights loaded) and its config."""
-    if (backend := _paper_backend(params)) is not None:
-        return backend.load_vit(params)
-    from .backbones.vit import VitConfig, create_vit, load_state
-
-    bb = section(params, "backbones")
-    cfg = VitConfig.from_dict({k: v for k, v in bb["vit"].items() if k != "weights"})
-    model = create_vit(cfg)
-    if cfg.arch == "mini":
-        path = Path(bb.get("root", "data/backbones")) / "tiny_vit.pt"
-        if not path.is_file():
-            raise ConfigError(f"{path} not found: run `dvc repro backbone_vit` first")
-        load_state(model, path)
-    return model, cfg
+    """The frozen ViT of the VPT experiments and its config (info), from ``params``' world."""
+    return world_for(params).load_vit()
 
 
 def load_clip(params: dict, paper: str = "rpo"):
-    """The frozen CLIP of the VP and RPO experiments, its tokenizer and config.
-
-    ``paper`` picks the checkpoint in the paper profile (VP: ViT-B/32, RPO: ViT-B/16); the mini
-    profile has one CLIP for both.
-    """
-    if (backend := _paper_backend(params)) is not None:
-        return backend.load_clip(params, paper)
-    from .backbones.clip import ClipConfig, create_clip, get_tokenizer
-
-    bb = section(params, "backbones")
-    cfg = ClipConfig.from_dict({k: v for k, v in bb["clip"].items() if k != "weights"})
-    model = create_clip(cfg)
-    if cfg.arch == "mini":
-        path = Path(bb.get("root", "data/backbones")) / "tiny_clip.pt"
-        if not path.is_file():
-            raise ConfigError(f"{path} not found: run `dvc repro backbone_clip` first")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval(), get_tokenizer(cfg, model), cfg
+    """The frozen CLIP of ``paper``'s experiments, its tokenizer and config (info), from ``params``' world."""
+    return world_for(params).load_clip(paper)
 
 
-def load_data(params: dict, key: str, split: str, mean, std):
-    if (backend := _paper_backend(params)) is not None:
-        return backend.load_data(params, key, split, mean, std)
-    from .data.store import load_split
-
-    root = data_root(params)
-    if not (Path(root) / f"{key}.json").is_file():
-        raise ConfigError(f"dataset {key} not found under {root}: check the task name, or run `dvc repro data`")
-    return load_split(root, key, split, mean, std)
-
-
-def dataset_template(params: dict, key: str) -> str | None:
-    """The dataset's zero-shot prompt template (CoOp's per-dataset templates in the paper profile)."""
-    if (backend := _paper_backend(params)) is not None:
-        return backend.dataset_template(params, key)
-    from .data.store import load_manifest
-
-    return load_manifest(data_root(params), key).get("template")
-
-
-def final_split(params: dict, paper: str, key: str) -> str:
-    """The split every seed's final run trains on: VPT's train800val200 (``train+val``), else ``train``
-    (paper profile: per ``vpt.selection``, e.g. FGVC trains on train)."""
-    if (backend := _paper_backend(params)) is not None:
-        return backend.final_split(params, paper, key)
-    return "train+val" if paper == "vpt" else "train"
-
-
-def base_new_classes(params: dict, key: str) -> tuple[list, list]:
-    """Base and new class halves of a CoOp dataset (CoOp's rule; mini: from its manifest)."""
-    if (backend := _paper_backend(params)) is not None:
-        return backend.base_new_classes(params, key)
-    from .data.store import load_manifest
-
-    m = load_manifest(data_root(params), key)
-    return m["base_classes"], m["new_classes"]
-
-
-def vp_shifted_tests(params: dict) -> dict:
-    """VP task -> its style-shifted test copy (mini only: the real datasets have no such copies)."""
-    if _paper_backend(params) is not None:
-        return {}
-    from .data.mini import VP_SHIFTS
-
-    return {f"vp/{n}": f"vp/{n}-{style}" for n, (style, _) in VP_SHIFTS.items()}
-
-
-def _file_id(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}-{int(st.st_mtime)}"
-
-
-# --- the cell store (resume) ------------------------------------------------------------------
-
-
-class CellStore:
-    """One JSON per finished cell; a cell is reused only if its fingerprint matches."""
-
-    def __init__(self, root, paper: str, method: str):
-        self.dir = Path(root) / paper / method
-        self.served: list = []  # every record this run used (reused or new), selection cells included
-        self.trained = self.reused = 0  # cells (selection cells included) computed now / found finished
-
-    def compute_time_s(self) -> float:
-        """Seconds the served cells took when they were computed (a reused cell counts its first run)."""
-        return sum(float(r.get("wall_time_s", 0.0)) for r in self.served)
-
-    def _path(self, cell: str) -> Path:
-        return self.dir / f"{cell.replace('/', '_')}.json"
-
-    def get(self, cell: str, fingerprint: str):
-        path = self._path(cell)
-        if path.is_file():
-            try:
-                rec = read_json(path)
-            except (json.JSONDecodeError, OSError):
-                return None
-            if rec.get("fingerprint") == fingerprint:
-                self.served.append(rec)
-                self.reused += 1
-                return rec
-        return None
-
-    @contextlib.contextmanager
-    def lock(self, cell: str):
-        """Hold ``cell``'s lock while computing it: a second run (another stage, a Ray worker on a
-        shared filesystem) that reaches the same cell waits, then reuses the record. An OS file
-        lock (``flock``): the kernel releases it when its holder dies, so a killed run leaves no
-        stale lock. The lock file names the holder."""
-        path = self.dir / "locks" / f"{cell.replace('/', '_')}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+", encoding="utf-8") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                print(f"[{self.dir.parent.name}/{self.dir.name}] {cell}: waiting for {f.read().strip() or 'another process'}, which is computing it", flush=True)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            f.seek(0)
-            f.truncate()
-            f.write(f"PID {os.getpid()} on {socket.gethostname()}")
-            f.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    def compute(self, cell: str, fingerprint: str, make) -> tuple[dict, bool]:
-        """``(record, reused)``: the finished record, else ``make()`` stored under the cell's lock."""
-        rec = self.get(cell, fingerprint)
-        if rec is not None:
-            return rec, True
-        with self.lock(cell):
-            rec = self.get(cell, fingerprint)  # finished by another run while this one waited
-            if rec is not None:
-                return rec, True
-            return self.put(cell, fingerprint, make()), False
-
-    def put(self, cell: str, fingerprint: str, record: dict) -> dict:
-        record = {**record, "cell": cell, "fingerprint": fingerprint, "computed_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-        write_json(self._path(cell), record)
-        self.served.append(record)
-        self.trained += 1
-        return record
-
-    def checkpoint(self, cell: str, fingerprint: str) -> Path:
-        """The running cell's epoch checkpoint, named by its fingerprint: an interrupted run with the
-        same settings resumes from it; one left by other settings is deleted, never resumed."""
-        d, name = self.dir / "checkpoints", cell.replace("/", "_")
-        path = d / f"{name}@{fingerprint}.pt"
-        for old in d.glob(f"{name}@*.pt"):
-            if old != path:
-                old.unlink()
-        return path
-
-
-def cell_code_hash(params: dict, method: str) -> str:
-    """Hash of the code a cell of registered ``method`` runs: the method's module, the training
-    loop, the data and backbone code, with everything they import (:mod:`visprompt.codehash`),
-    plus this module's own code (the protocols). Part of every cell's fingerprint."""
+def cell_code_modules(world: World, method: str) -> tuple[list, list]:
+    """The code a cell of registered ``method`` runs, as ``(hashed with their imports, hashed
+    alone)``: the method's module, the training loop, the split and backbone code and the world's
+    loaders with everything they import (:mod:`visprompt.codehash`); this module (the protocols)
+    and the world's own module by themselves. The train stages' DVC deps list the same files."""
     spec = get_method_spec(method)
     backbone = "visprompt.backbones.vit" if spec.family == "vit" else "visprompt.backbones.clip"
-    modules = [spec.builder.__module__, "visprompt.train", "visprompt.data.store", "visprompt.data.splits", backbone]
-    if _paper_backend(params) is not None:
-        modules.append("visprompt.paper_backend")
-    return code_hash(*modules) + code_hash(__name__, closure=False)
+    return [spec.builder.__module__, "visprompt.train", "visprompt.data.splits", backbone, *world.code_modules], [__name__, type(world).__module__]
 
 
-def _fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def cell_code_hash(world: World, method: str) -> str:
+    """Hash of :func:`cell_code_modules`: part of every cell's fingerprint."""
+    closure, alone = cell_code_modules(world, method)
+    return code_hash(*closure) + code_hash(*alone, closure=False)
 
 
 # --- one training run ---------------------------------------------------------------------------
@@ -369,7 +188,7 @@ def train_and_eval(model, train, evals: dict, recipe: dict, seed: int, trainable
 # --- the three protocols -------------------------------------------------------------------------
 
 
-def _select(params, store, s, task, cell_prefix, train, val, backbone, n_cls, classnames, progress, fp_base) -> dict:
+def _select(world: World, store, s, task, train, val, backbone, classnames, progress, fp_base) -> dict:
     """Grid search on train/val with the first seed; returns the chosen point and all scores."""
     points = _grid_points(s["grid"])
     if len(points) == 1:
@@ -378,11 +197,11 @@ def _select(params, store, s, task, cell_prefix, train, val, backbone, n_cls, cl
     scores = []
     for point in points:
         r_over, c_over = _split_point(point)
-        cell = f"{cell_prefix}/select/" + ",".join(f"{k}={v}" for k, v in sorted(point.items()))
-        fp = _fingerprint(fp_base, point, seed)
+        cell = f"{task}/select/" + ",".join(f"{k}={v}" for k, v in sorted(point.items()))
+        fp = fingerprint(fp_base, point, seed)
 
-        def make(cell=cell, fp=fp, point=point, r_over=r_over, c_over=c_over):
-            model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, task))
+        def make():
+            model = _build(s["paper"], s["method"], backbone, len(classnames), classnames, {**s["cfg"], **c_over}, seed, world.dataset_template(task))
             return train_and_eval(model, train, {"val": (val, None)}, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
                                   checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{task} select {point}")
 
@@ -392,38 +211,39 @@ def _select(params, store, s, task, cell_prefix, train, val, backbone, n_cls, cl
     return {"chosen": best["point"], "scores": scores}
 
 
-def _run_supervised(params, s, backbone, tasks, shifted: dict, progress: bool, store) -> list:
-    """VPT and VP: select on train/val, then each seed on the final training split, test."""
+def _run_supervised(params, world: World, s, backbone, progress: bool, store) -> list:
+    """VPT and VP: select on train/val, then each seed on the final training split, test (and the
+    world's shifted copy of the test set, where it has one)."""
     results = []
     mean, std = backbone[-1].mean, backbone[-1].std
-    bar = tqdm(total=len(tasks) * len(s["seeds"]), desc=f"{s['paper']}/{s['method']}", disable=bars_off(progress))
-    for key in tasks:
-        train, val, test = (load_data(params, key, sp, mean, std) for sp in ("train", "val", "test"))
+    shifted = world.shifted_tests(s["paper"])
+    bar = tqdm(total=len(s["tasks"]) * len(s["seeds"]), desc=f"{s['paper']}/{s['method']}", disable=bars_off(progress))
+    for key in s["tasks"]:
+        train, val, test = (world.load_data(key, sp, mean, std) for sp in ("train", "val", "test"))
         sizes = section(params, s["paper"]).get("subsample")
         if sizes:  # the first N of train and val, as VTAB-1k takes the first 800/200 (mini CPU budget)
             train, val = first_n(train, sizes.get("train")), first_n(val, sizes.get("val"))
-        classnames, n_cls = train.classnames, len(train.classnames)
-        fp_base = [s["method"], s["cfg"], s["recipe"], key, backbone_id(params, s["paper"]), s["code"], *([sizes] if sizes else [])]
-        sel = _select(params, store, s, key, key, train, val, backbone, n_cls, classnames, progress, fp_base)
+        classnames = train.classnames
+        fp_base = [s["method"], s["cfg"], s["recipe"], key, world.backbone_id(s["paper"]), s["code"], *([sizes] if sizes else [])]
+        sel = _select(world, store, s, key, train, val, backbone, classnames, progress, fp_base)
         r_over, c_over = _split_point(sel["chosen"])
-        final_split_ = final_split(params, s["paper"], key)
-        if sizes and final_split_ == "train+val":
+        final_split = world.final_split(s["paper"], key)
+        if sizes and final_split == "train+val":
             final = concat(train, val)
         else:
-            final = load_data(params, key, final_split_, mean, std) if final_split_ != "train" else train
+            final = world.load_data(key, final_split, mean, std) if final_split != "train" else train
         evals = {"test": (test, None)}
         if key in shifted:
-            evals["shifted_test"] = (load_data(params, shifted[key], "test", mean, std), None)
+            evals["shifted_test"] = (world.load_data(shifted[key], "test", mean, std), None)
         for seed in s["seeds"]:
             cell = f"{key}/seed{seed}"
-            fp = _fingerprint(fp_base, sel["chosen"], seed, sorted(evals))
+            fp = fingerprint(fp_base, sel["chosen"], seed, sorted(evals))
 
-            def make(cell=cell, fp=fp, seed=seed, key=key, final=final, evals=evals, val=val, sel=sel, n_cls=n_cls, classnames=classnames,
-                     r_over=r_over, c_over=c_over, final_split_=final_split_):
-                model = _build(s["paper"], s["method"], backbone, n_cls, classnames, {**s["cfg"], **c_over}, seed, dataset_template(params, key))
+            def make():
+                model = _build(s["paper"], s["method"], backbone, len(classnames), classnames, {**s["cfg"], **c_over}, seed, world.dataset_template(key))
                 rec = train_and_eval(model, final, evals, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
                                      checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{key} seed {seed}")
-                rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split_, "num_classes": n_cls})
+                rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split, "num_classes": len(classnames)})
                 if hasattr(model, "prompter"):
                     rec["prompt_image"] = _prompt_image(model, mean, std)
                 return rec
@@ -456,18 +276,16 @@ def _prompt_image(model, mean, std) -> list:
     return np.round(arr * 255).astype(np.uint8).tolist()
 
 
-def _fewshot_data(params, dataset: str, shots: int, seed: int, mean, std, classes=None):
+def _fewshot_data(params, world: World, dataset: str, shots: int, seed: int, mean, std, classes=None):
     """Few-shot train/val from the shared split file, optionally restricted to ``classes`` (relabelled)."""
     from .data.splits import load_split_indices
 
     rec = load_split_indices(section(params, "splits").get("root", "data/splits"), dataset, shots, seed)
-    key = f"coop/{dataset}"
     out = []
     for split in ("train", "val"):
-        full = load_data(params, key, split, mean, std)
-        idx = np.asarray(rec[split])
-        out.append(_restrict(full.subset(idx), classes))
-    return out, rec
+        full = world.load_data(f"coop/{dataset}", split, mean, std)
+        out.append(_restrict(full.subset(np.asarray(rec[split])), classes))
+    return out
 
 
 def _restrict(data, classes):
@@ -477,10 +295,8 @@ def _restrict(data, classes):
     return data.subset(keep, labels=np.searchsorted(classes, data.labels[keep]), classnames=[data.classnames[c] for c in classes])
 
 
-def _run_rpo(params, s, backbone, progress: bool, store) -> list:
-    p = section(params, "rpo")
-    mean, std = backbone[-1].mean, backbone[-1].std
-    results = []
+def _rpo_jobs(p: dict, s: dict) -> list[tuple]:
+    """Every (protocol, dataset, shots, seed) cell of an RPO-side run, in order."""
     jobs = []
     if "base2new" in s["protocols"]:
         b = p["base2new"]
@@ -492,34 +308,43 @@ def _run_rpo(params, s, backbone, progress: bool, store) -> list:
         f = p["fewshot"]
         seeds = [int(x) for x in f.get("seeds", s["seeds"])]
         jobs += [("fewshot", d, int(k), seed) for d in f["datasets"] for k in f["shots"] for seed in seeds]
+    return jobs
+
+
+def _run_rpo(params, world: World, s, backbone, progress: bool, store) -> list:
+    p = section(params, "rpo")
+    mean, std = backbone[-1].mean, backbone[-1].std
+    results = []
+    jobs = _rpo_jobs(p, s)
     bar = tqdm(total=len(jobs), desc=f"rpo/{s['method']}", disable=bars_off(progress))
     for protocol, dataset, shots, seed in jobs:
         cell = f"{protocol}/{dataset}/shots{shots}/seed{seed}"
         ds_over = s["overrides"].get(dataset)  # a dataset override (paper: CoOp's ImageNet epochs) applies after the protocol's
-        fp = _fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, backbone_id(params, "rpo"), p.get(protocol), s["code"], *([ds_over] if ds_over else []))
+        fp = fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, world.backbone_id("rpo"), p.get(protocol), s["code"], *([ds_over] if ds_over else []))
 
-        def make(protocol=protocol, dataset=dataset, shots=shots, seed=seed, cell=cell, fp=fp, ds_over=ds_over):
-            test = load_data(params, f"coop/{dataset}", "test", mean, std)
+        def make():
+            key = f"coop/{dataset}"
+            test = world.load_data(key, "test", mean, std)
             names = test.classnames
             if protocol == "base2new":
-                base, new = base_new_classes(params, f"coop/{dataset}")
-                (train, val), _ = _fewshot_data(params, dataset, shots, seed, mean, std, classes=base)
+                base, new = world.base_new_classes(key)
+                train, val = _fewshot_data(params, world, dataset, shots, seed, mean, std, classes=base)
                 evals = {"base": (_restrict(test, base), [names[c] for c in base]), "new": (_restrict(test, new), [names[c] for c in new])}
                 classnames = [names[c] for c in base]
             else:
-                (train, val), _ = _fewshot_data(params, dataset, shots, seed, mean, std)
+                train, val = _fewshot_data(params, world, dataset, shots, seed, mean, std)
                 classnames = names
                 evals = {"test": (test, names)}
                 if protocol == "dg":
                     for target in p["dg"]["targets"]:
                         # scored over the target's own classes: ImageNet-A/-R hold 200 of ImageNet's 1,000
                         # (CoOp's rule); the mini copies have exactly the source's classes
-                        tgt = load_data(params, f"coop/{target}", "test", mean, std)
+                        tgt = world.load_data(f"coop/{target}", "test", mean, std)
                         evals[target] = (tgt, list(tgt.classnames))
-            over, ds_over = s["overrides"].get(protocol) or {}, ds_over or {}
-            cfg = {**s["cfg"], **(over.get("cfg") or {}), **(ds_over.get("cfg") or {})}
-            recipe = {**s["recipe"], **(over.get("recipe") or {}), **(ds_over.get("recipe") or {})}
-            model = _build("rpo", s["method"], backbone, len(classnames), classnames, cfg, seed, dataset_template(params, f"coop/{dataset}"))
+            over = s["overrides"].get(protocol) or {}
+            cfg = {**s["cfg"], **(over.get("cfg") or {}), **((ds_over or {}).get("cfg") or {})}
+            recipe = {**s["recipe"], **(over.get("recipe") or {}), **((ds_over or {}).get("recipe") or {})}
+            model = _build("rpo", s["method"], backbone, len(classnames), classnames, cfg, seed, world.dataset_template(key))
             rec = train_and_eval(model, train, evals, recipe, seed, s["trainable"], val=val, checkpoint=store.checkpoint(cell, fp), progress=progress, desc=cell)
             if protocol == "base2new":
                 rec["hm"] = harmonic_mean(rec["base_top1"], rec["new_top1"])
@@ -542,40 +367,12 @@ def log_cell(bar, s: dict, cell: str, rec: dict, done: int, reused: bool) -> Non
     bar.write(f"[{s['paper']}/{s['method']}] {done}/{bar.total} {cell}: {', '.join(shown) or 'done'} ({when})")
 
 
-def harmonic_mean(a: float, b: float) -> float:
-    """HM of base and new accuracy, as CoCoOp/RPO report it (per dataset; the average HM is the HM of the averages)."""
-    return 2 * a * b / (a + b) if a + b > 0 else 0.0
-
-
-def backbone_id(params: dict, paper: str) -> str:
-    if (backend := _paper_backend(params)) is not None:
-        return backend.backbone_id(params, paper)
-    bb = section(params, "backbones")
-    name = "vit" if PAPERS[paper] == "vit" else "clip"
-    path = Path(bb.get("root", "data/backbones")) / f"tiny_{name}.pt"
-    return _file_id(path) if path.is_file() else json.dumps(bb.get(name), sort_keys=True)
-
-
-def check_method(params: dict, paper: str, method: str) -> dict:
-    """Validate everything a train stage needs, before loading any data or model."""
+def check_method(params: dict, paper: str, method: str, world: World | None = None) -> dict:
+    """Validate everything a train stage needs, before loading any data or model: the settings,
+    RPO's protocols and few-shot samples, then what only the world knows (its tasks and files)."""
     s = method_settings(params, paper, method)
-    p = section(params, paper)
-    backend = _paper_backend(params)
-    if paper in ("vpt", "vp") and backend is not None:
-        if p.get("subsample"):
-            raise ConfigError(f"{paper}.subsample is for the mini profile (its VTAB-mini/VP-mini splits); remove it from the paper params")
-        backend.check_method(params, paper, s)
-    elif paper in ("vpt", "vp"):
-        from .data.mini import all_tasks
-
-        known = all_tasks(section(params, "data").get("sizes"))
-        for key in s["tasks"]:
-            if key not in known:
-                raise unknown_name(f"{paper}.tasks entry", key, [k for k, t in known.items() if t.suite in ("vtab", "fgvc", "vp")])
-        if not s["tasks"]:
-            raise ConfigError(f"{paper}.tasks is empty; list tasks such as vtab/shapes")
-        _check_subsample(p.get("subsample"), paper)
-    else:
+    if paper == "rpo":
+        p = section(params, paper)
         for proto in s["protocols"]:
             if proto not in RPO_PROTOCOLS:
                 raise unknown_name("rpo protocol", proto, RPO_PROTOCOLS)
@@ -594,38 +391,24 @@ def check_method(params: dict, paper: str, method: str) -> dict:
         seeds = set(s["seeds"]) | {int(x) for x in p.get("fewshot", {}).get("seeds", [])}
         if seeds - split_seeds:
             raise ConfigError(f"rpo needs seeds {sorted(seeds - split_seeds)} that splits.seeds does not make; add them to splits.seeds")
-        if backend is not None:
-            backend.check_method(params, paper, s)
+    (world or world_for(params)).check_method(paper, s)
     return s
-
-
-def _check_subsample(sizes, paper: str) -> None:
-    """``<paper>.subsample``: ``{train: N, val: M}`` with positive integers (mini profile only)."""
-    if not sizes:
-        return
-    if not isinstance(sizes, dict) or set(sizes) - {"train", "val"}:
-        raise ConfigError(f"{paper}.subsample must map train/val to image counts, e.g. {{train: 400, val: 100}}; got {sizes!r}")
-    for k, v in sizes.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"{paper}.subsample.{k} must be a positive integer, got {v!r}")
 
 
 def run_method(params: dict, paper: str, method: str, progress: bool | None = None, runs_root: str | None = None) -> dict:
     """Every cell of ``method`` for ``paper``; returns the metrics written by the train stage."""
-    s = check_method(params, paper, method)
-    s["code"] = cell_code_hash(params, s["method"])
+    world = world_for(params)
+    s = check_method(params, paper, method, world)
+    s["code"] = cell_code_hash(world, s["method"])
     t0 = time.perf_counter()
     set_threads(params)
     store = CellStore(runs_root or section(params, "data").get("runs", "data/runs"), paper, method)  # run name
     if PAPERS[paper] == "vit":
-        backbone = load_vit(params)
-        cells = _run_supervised(params, s, backbone, s["tasks"], {}, progress, store)
+        cells = _run_supervised(params, world, s, world.load_vit(), progress, store)
     elif paper == "vp":
-        backbone = load_clip(params, "vp")
-        cells = _run_supervised(params, s, backbone, s["tasks"], vp_shifted_tests(params), progress, store)
+        cells = _run_supervised(params, world, s, world.load_clip("vp"), progress, store)
     else:
-        backbone = load_clip(params, "rpo")
-        cells = _run_rpo(params, s, backbone, progress, store)
+        cells = _run_rpo(params, world, s, world.load_clip("rpo"), progress, store)
     return {
         "paper": paper,
         "method": method,  # the run name (params key)
@@ -641,102 +424,3 @@ def run_method(params: dict, paper: str, method: str, progress: bool | None = No
         "computed_at": max((r["computed_at"] for r in store.served if r.get("computed_at")), default=None),  # the newest cell
         "environment": environment_info(),
     }
-
-
-def summarise(cells: list) -> dict:
-    """Mean and std over seeds of every ``*_top1`` (and ``hm``) per task/protocol, for `dvc metrics show`."""
-    groups: dict = {}
-    for c in cells:
-        key = c.get("task") or f"{c['protocol']}/{c['dataset']}" + (f"/shots{c['shots']}" if c.get("protocol") == "fewshot" else "")
-        for k, v in c.items():
-            if (k.endswith("_top1") or k == "hm") and isinstance(v, (int, float)):
-                groups.setdefault(key, {}).setdefault(k, []).append(v)
-    out = {}
-    for key, metrics in groups.items():
-        out[key] = {}
-        for k, vals in metrics.items():
-            out[key][k] = round(float(np.mean(vals)), 2)
-            if len(vals) > 1:
-                out[key][k + "_std"] = round(float(np.std(vals, ddof=1)), 2)
-    return out
-
-
-def flat_metrics(result: dict) -> dict:
-    """A run's few headline numbers, the same keys for every run of a paper (a DVC ``metrics:``
-    file: ``dvc metrics show`` and ``dvc exp show`` print one column per key, so they stay short).
-    vpt/vp: ``top1`` (mean over tasks of the seed mean), ``std`` (mean over tasks of the seed
-    std), vp ``shift`` (the same on the shifted copies); rpo: ``hm`` (base→new HM of the average
-    base and new), ``fewshot`` (mean over datasets and shots) and its ``std``; every trained run:
-    ``conv``, the fraction of its cells whose training loss plateaued."""
-    summary, out = result.get("summary") or {}, {}
-
-    def mean_of(keys, field):
-        vals = [summary[k][field] for k in keys if isinstance(summary[k].get(field), (int, float))]
-        return round(float(np.mean(vals)), 2) if vals else None
-
-    if result["paper"] == "rpo":
-        b2n = [k for k in summary if k.startswith("base2new/")]
-        base, new = mean_of(b2n, "base_top1"), mean_of(b2n, "new_top1")
-        few = [k for k in summary if k.startswith("fewshot/")]
-        out = {"hm": round(harmonic_mean(base, new), 2) if base is not None and new is not None else None,
-               "fewshot": mean_of(few, "test_top1"), "std": mean_of(few, "test_top1_std")}
-    else:
-        out = {"top1": mean_of(summary, "test_top1"), "std": mean_of(summary, "test_top1_std")}
-        if result["paper"] == "vp":
-            out["shift"] = mean_of(summary, "shifted_test_top1")
-    trained = [c for c in result["cells"] if "plateau" in c]
-    if trained:
-        out["conv"] = round(sum(bool((c["plateau"] or {}).get("converged")) for c in trained) / len(trained), 2)
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def history_rows(result: dict) -> list[dict]:
-    """Per epoch, the run's mean training loss and top-1 over its final cells (a DVC ``plots:``
-    TSV; the per-cell curves are in the run record and the training notebook)."""
-    by_epoch: dict = {}
-    for c in result["cells"]:
-        for h in c.get("history") or []:
-            by_epoch.setdefault(int(h["epoch"]) + 1, []).append(h)
-    rows = []
-    for epoch in sorted(by_epoch):
-        hs = by_epoch[epoch]
-        row = {"epoch": epoch, "train_loss": round(float(np.mean([h["loss"] for h in hs])), 4)}
-        tops = [h["train_top1"] for h in hs if isinstance(h.get("train_top1"), (int, float))]
-        if tops:
-            row["train_top1"] = round(float(np.mean(tops)), 2)
-        rows.append({**row, "cells": len(hs)})
-    return rows
-
-
-def output_paths(out_root, paper: str, run: str) -> dict:
-    """Where a run's outputs go under ``out_root``: the whole record (``records/``), the flat
-    metrics (``metrics/``) and the per-epoch history (``plots/``)."""
-    root = Path(out_root)
-    return {"record": root / "records" / paper / f"{run}.json", "metrics": root / "metrics" / paper / f"{run}.json",
-            "plots": root / "plots" / paper / f"{run}.tsv"}
-
-
-def write_outputs(result: dict, out_root) -> dict:
-    """The run record, its flat metrics and its history TSV under ``out_root`` (``reports`` in the
-    DVC stages; a scratch folder when a notebook or ``visprompt train`` is run by hand)."""
-    paths = output_paths(out_root, result["paper"], result["method"])
-    write_json(paths["record"], result)
-    write_json(paths["metrics"], flat_metrics(result))
-    rows = history_rows(result)
-    cols = ["epoch", "train_loss", "train_top1", "cells"]
-    cols = [c for c in cols if any(c in r for r in rows)] or ["epoch", "train_loss"]
-    paths["plots"].parent.mkdir(parents=True, exist_ok=True)
-    paths["plots"].write_text("\t".join(cols) + "\n" + "".join("\t".join(str(r.get(c, "")) for c in cols) + "\n" for r in rows))
-    return {k: str(v) for k, v in paths.items()}
-
-
-def cells_frame(result: dict):
-    """The cells of a run as a pandas DataFrame (one row per cell; no histories)."""
-    import pandas as pd
-
-    rows = []
-    for c in result["cells"]:
-        row = {k: v for k, v in c.items() if not isinstance(v, (list, dict))}
-        row.update({"trainable_params": c["params"]["trainable"], "total_params": c["params"]["total"]})
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -26,19 +26,10 @@ from .backbones.checkpoints import CLIP_MODELS, VIT_IN21K
 from .data import real
 from .errors import ConfigError
 from .utils import write_json
+from .worlds.paper import SUITE_PAPER, TRANSFORMS, coop_name, manifest_path
 
 PAPERS = ("vpt", "vp", "rpo")
 TEXT_CONTEXT = 77  # CLIP's text context length: K read-only prompts + the class prompt must fit
-
-
-def manifest_path(root, name: str) -> Path:
-    return Path(root) / "manifests" / f"{name}.json"
-
-
-def coop_name(name: str) -> str:
-    """``imagenet`` -> ``coop/imagenet``: rpo.* and splits.* name CoOp datasets as the mini runner does (bare)."""
-    name = str(name)
-    return name if "/" in name else f"coop/{name}"
 
 
 def _names(value, where: str, problems: list) -> list[str]:
@@ -200,7 +191,6 @@ def validate(params: dict) -> list[str]:
 
 
 def _check_transforms(transforms, problems: list) -> None:
-    from .paper_backend import SUITE_PAPER, TRANSFORMS
 
     if not isinstance(transforms, dict):
         problems.append("transforms is missing: one {train: ..., test: ...} per suite (vtab, fgvc, vp, coop); see profiles/paper/params.yaml")

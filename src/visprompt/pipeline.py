@@ -7,8 +7,6 @@ file atomically.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from .data.mini import HELD_OUT, SUITES, all_tasks, base_new_split, factor_label
 from .data.splits import check_shots, make_split, write_split
 from .data.store import is_complete, load_arrays, load_manifest, write_dataset
 from .errors import ConfigError, unknown_name
-from .utils import bars_off, environment_info, set_threads, write_json
+from .utils import bars_off, environment_info, save_torch, set_threads, write_json
 
 PROFILES = ("mini", "paper")
 
@@ -186,20 +184,6 @@ def _write_backbone_outputs(params: dict, name: str, record: dict, flat: dict) -
     write_json(root / "metrics" / f"backbone_{name}.json", {k: v for k, v in flat.items() if v is not None})
 
 
-def save_weights(state_dict: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: DVC's hardlinked cache shares the file's inode, so
-    writing the tracked file in place would also overwrite the cached copy of the old weights."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")  # unique: two writers never share it
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state_dict, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_backbone_vit(params: dict, progress: bool | None = None) -> dict:
     """Pretrain the tiny ViT on upstream classes; linear-probe it on every VTAB-/FGVC-mini task."""
     t_stage = time.perf_counter()
@@ -224,7 +208,7 @@ def run_backbone_vit(params: dict, progress: bool | None = None) -> dict:
     with torch.no_grad():
         logits = res["head"](image_features(model, val["images"], cfg.mean, cfg.std))
     upstream_val = float((logits.argmax(-1).numpy() == val["labels"]).mean() * 100)
-    save_weights(model.state_dict(), out)
+    save_torch(model.state_dict(), out)
 
     probes = {}
     for key in tqdm(probe_tasks, desc="linear probes", disable=bars_off(progress)):
@@ -262,7 +246,7 @@ def run_backbone_clip(params: dict, progress: bool | None = None) -> dict:
     t_stage = time.perf_counter()
     set_threads(params)
     from .backbones.clip import ClipConfig, create_clip, get_tokenizer
-    from .backbones.mini import pretrain_clip, zero_shot_top1
+    from .backbones.mini import pretrain_clip
 
     bb = section(params, "backbones")
     data_root = section(params, "data").get("root", "data/mini")
@@ -277,7 +261,7 @@ def run_backbone_clip(params: dict, progress: bool | None = None) -> dict:
     tokenizer = get_tokenizer(cfg, model)
     res = pretrain_clip(model, tokenizer, corpus["images"], corpus["captions"], manifest["group_size"], mean=cfg.mean, std=cfg.std, progress=progress,
                         factors=corpus.get("factors"), factor_sizes=factor_label_sizes(), **pre)
-    save_weights(model.state_dict(), out)
+    save_torch(model.state_dict(), out)
 
     zs = lambda key, split, classes=None, ensemble=False: _zero_shot(model, tokenizer, data_root, key, split, cfg, classes, ensemble)  # noqa: E731
     factors = {}

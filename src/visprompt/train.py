@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import resource
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .utils import bars_off, count_parameters, default_device
+from .utils import bars_off, count_parameters, default_device, save_torch
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCALINGS = ("none", "batch256")
@@ -250,19 +249,6 @@ def _read_checkpoint(path: Path, device) -> dict | None:
         return None
 
 
-def _write_checkpoint(path: Path, state: dict) -> None:
-    """Atomically: a unique temporary file in the same folder, then a rename (two writers never share it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fit(
     model: torch.nn.Module,
     train_data,
@@ -340,7 +326,7 @@ def fit(
         history.append({"epoch": epoch, "loss": epoch_loss, "train_top1": epoch_top1, "lr": optimizer.param_groups[0]["lr"]})
         bar.set_postfix(loss=f"{epoch_loss:.3f}", acc=f"{epoch_top1:.1f}")
         if ckpt_path:
-            _write_checkpoint(ckpt_path, {"epoch": epoch, "model": _trainable_state(model), "optimizer": optimizer.state_dict(), "history": history, "recipe": asdict(recipe), "seed": seed})
+            save_torch({"epoch": epoch, "model": _trainable_state(model), "optimizer": optimizer.state_dict(), "history": history, "recipe": asdict(recipe), "seed": seed}, ckpt_path)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     elapsed = time.perf_counter() - t0

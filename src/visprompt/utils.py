@@ -8,10 +8,13 @@ import platform
 import random
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .cpu_numerics import PINS
 
 
 def seed_everything(seed: int) -> None:
@@ -72,7 +75,7 @@ def environment_info(device: torch.device | str | None = None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch runs (cpu_numerics.py)
-        "cpu_pins": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA") if k in os.environ},
+        "cpu_pins": {k: os.environ[k] for k in PINS if k in os.environ},
         "git_commit": git_commit(),
     }
     return info
@@ -120,15 +123,48 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(f"no dvc.yaml at or above {here}: open the notebook from inside a visprompt checkout")
 
 
-def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
-    """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w"):
+    """Open a unique temporary file beside ``path`` and rename it over ``path`` once the block
+    ends: a crash never leaves half a file, two writers never share a temporary name, and a file
+    DVC hardlinked into its cache is replaced, never overwritten in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
+    """Write JSON atomically (:func:`atomic_write`)."""
+    with atomic_write(path) as f:
         json.dump(obj, f, indent=indent, sort_keys=False, default=_json_default)
         f.write("\n")
-    os.replace(tmp, path)
+
+
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically (:func:`atomic_write`): weights and epoch checkpoints."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def load_weights(path: str | os.PathLike, stage: str) -> dict:
+    """A state dict written by DVC stage ``stage``; a missing or damaged file is a ConfigError
+    naming the stage to rerun, not a bare unpickling error."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run `dvc repro {stage}` first")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, or not a state dict
+        raise ConfigError(f"{path} is not readable weights ({type(e).__name__}: {e}); rebuild it with `dvc repro -f {stage}`") from None
 
 
 def read_json(path: str | os.PathLike):
@@ -146,3 +182,8 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """HM of base and new accuracy, as CoCoOp/RPO report it (per dataset; the average HM is the HM of the averages)."""
+    return 2 * a * b / (a + b) if a + b > 0 else 0.0

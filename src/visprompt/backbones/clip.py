@@ -10,13 +10,13 @@ text side, ``token_embedding``, ``positional_embedding``, ``transformer``, ``ln_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import open_clip
 import torch
 from open_clip.model import CLIP
 
 from ..errors import ConfigError
+from ..utils import load_weights
 from .clip_attention import use_sdpa_attention
 from .stem import check_stem, conv_stem
 
@@ -105,10 +105,7 @@ def create_clip(cfg: ClipConfig | dict) -> CLIP:
         model = open_clip.create_model(cfg.arch, pretrained=cfg.pretrained, precision="fp32", **cfg.extra)
     use_sdpa_attention(model)
     if cfg.weights:
-        path = Path(cfg.weights)
-        if not path.is_file():
-            raise ConfigError(f"CLIP weights {path} not found; run `dvc repro backbones` first")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_weights(cfg.weights, "backbone_clip"))
     return model.float().eval()
 
 

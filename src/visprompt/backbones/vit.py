@@ -14,6 +14,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from ..errors import ConfigError
+from ..utils import load_weights
 from .stem import check_stem, conv_stem
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -100,10 +101,7 @@ def create_vit(cfg: VitConfig | dict) -> VisionTransformer:
 
 def load_state(model: torch.nn.Module, path: str | Path) -> None:
     """Load a state dict saved by the backbones stage, with a clear error if it is missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"backbone weights {path} not found; run `dvc repro backbones` first")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path, "backbone_vit")
     missing, unexpected = model.load_state_dict(state, strict=False)
     # The pretraining head is dropped on purpose; anything else missing is a real mismatch.
     missing = [k for k in missing if not k.startswith("head.")]

@@ -23,7 +23,6 @@ import itertools
 import math
 import zlib
 from dataclasses import dataclass, field
-from functools import partial
 from multiprocessing import get_context
 
 import numpy as np

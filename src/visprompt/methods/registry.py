@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError, unknown_name
@@ -75,9 +76,7 @@ def _load_all() -> None:
     global _LOADED
     if _LOADED:
         return
-    from . import __path__ as pkg_path
-
-    for mod in pkgutil.iter_modules(pkg_path):
+    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):  # the package's folder, without importing the package
         if mod.name != "registry":
             importlib.import_module(f"{__package__}.{mod.name}")
     _LOADED = True

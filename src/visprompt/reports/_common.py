@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import report
+from . import runs as report
 
 DASH = "–"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import report
+from . import runs as report
 from . import _common as C
 from . import claims as K
 from . import present as P

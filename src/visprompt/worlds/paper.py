@@ -1,9 +1,7 @@
-"""The paper profile behind the experiment runner: real checkpoints and real datasets.
+"""The paper world (``profile: paper``): real checkpoints and real datasets.
 
-:mod:`visprompt.experiments` gets its backbones and data through ``load_vit``, ``load_clip``,
-``load_data`` and ``dataset_template`` (and a few protocol facts: :func:`final_split`,
-:func:`base_new_classes`, :func:`backbone_id`, :func:`check_method`). With ``profile: paper`` in
-the params they come from here, so both profiles share every line of training and evaluation.
+:class:`PaperWorld` is what :mod:`visprompt.experiments` receives in the paper profile; the
+functions below are its parts. Both worlds feed the same training and evaluation code.
 
 * **Backbones**: ``backbones[<paper>.backbone]`` of ``profiles/paper/params.yaml``, loaded by
   :mod:`visprompt.backbones.checkpoints` through timm's and open_clip's own loaders (hub weights,
@@ -26,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from .backbones import checkpoints as ck
-from .errors import ConfigError, unknown_name
+from ..backbones import checkpoints as ck
+from ..errors import ConfigError, unknown_name
+from .base import World
 
 SUITE_PAPER = {"vtab": "vpt", "fgvc": "vpt", "vp": "vp", "coop": "rpo"}  # which paper's backbone reads a suite
 PAPER_ARCHS = {"vpt": (ck.VIT_IN21K,), "vp": ("ViT-B-32", "ViT-B-16"), "rpo": ("ViT-B-16",)}
@@ -59,6 +58,17 @@ class BackboneInfo:
     mean: tuple
     std: tuple
     interpolation: str
+
+
+def manifest_path(root, name: str) -> Path:
+    """Where the paper data stage writes dataset ``name``'s manifest under ``root``."""
+    return Path(root) / "manifests" / f"{name}.json"
+
+
+def coop_name(name: str) -> str:
+    """``imagenet`` -> ``coop/imagenet``: rpo.* and splits.* name CoOp datasets as the mini runner does (bare)."""
+    name = str(name)
+    return name if "/" in name else f"coop/{name}"
 
 
 # --- backbones ------------------------------------------------------------------------------------
@@ -95,7 +105,7 @@ def load_vit(params: dict):
     wrong = {k: (entry[k], v) for k, v in got.items() if k in entry and int(entry[k]) != int(v)}
     if wrong:
         raise ConfigError(f"backbones.{params['vpt']['backbone']}: {entry['arch']} has " + ", ".join(f"{k}={v}" for k, (_, v) in wrong.items())
-                          + f", params say " + ", ".join(f"{k}={p}" for k, (p, _) in wrong.items()) + "; fix the params")
+                          + ", params say " + ", ".join(f"{k}={p}" for k, (p, _) in wrong.items()) + "; fix the params")
     mean, std = tuple(entry.get("mean", info["mean"])), tuple(entry.get("std", info["std"]))
     return model, BackboneInfo(entry["arch"], info["weights"], info["image_size"], mean, std, interp)
 
@@ -131,8 +141,7 @@ def data_root(params: dict) -> Path:
 
 def check_prepared(params: dict, key: str) -> None:
     """Fail in milliseconds, naming the fix, when the data stage has not prepared ``key``."""
-    from .data import real
-    from .paper import manifest_path
+    from ..data import real
 
     if key not in real.REAL_DATASETS:
         raise unknown_name("paper dataset", key, real.REAL_DATASETS)
@@ -208,7 +217,7 @@ _LOADED: dict = {}  # (root, key, split, seed) -> RealDataset: the file lists ar
 
 
 def _real(root: Path, key: str, split: str, seed: int):
-    from .data import real
+    from ..data import real
 
     k = (str(root.resolve()), key, split, seed)
     if k not in _LOADED:
@@ -261,9 +270,8 @@ def final_split(params: dict, paper: str, key: str) -> str:
 
 def base_new_classes(params: dict, key: str) -> tuple[list, list]:
     """CoOp's base/new halves of a dataset's classes (sorted labels; base = first ceil(n/2))."""
-    from .data.coop_splits import base_new_classes as halves
-    from .paper import manifest_path
-    from .utils import read_json
+    from ..data.coop_splits import base_new_classes as halves
+    from ..utils import read_json
 
     check_prepared(params, key)
     n = int(read_json(manifest_path(data_root(params), key))["num_classes"])
@@ -272,7 +280,6 @@ def base_new_classes(params: dict, key: str) -> tuple[list, list]:
 
 def rpo_datasets(params: dict, s: dict) -> tuple[list, list]:
     """(few-shot source datasets, test-only datasets) an RPO run reads, as ``coop/<name>`` keys."""
-    from .paper import coop_name
 
     p = params.get("rpo") or {}
     sources, targets = [], []
@@ -305,8 +312,8 @@ def require_accelerator() -> None:
 
 def check_method(params: dict, paper: str, s: dict) -> None:
     """Everything a paper-profile train stage reads exists, checked before any model or image is loaded."""
-    from .data import real
-    from .data.splits import split_file
+    from ..data import real
+    from ..data.splits import split_file
 
     require_accelerator()
     backbone_entry(params, paper)
@@ -344,3 +351,39 @@ def check_method(params: dict, paper: str, s: dict) -> None:
     if missing:
         raise ConfigError(f"{len(missing)} few-shot sample file(s) missing, e.g. {missing[0]}; run the paper splits stage first: "
                           "`make paper`, or `cd profiles/paper && dvc repro splits`")
+
+
+class PaperWorld(World):
+    """The real datasets and the papers' checkpoints (``profiles/paper/params.yaml``)."""
+
+    name = "paper"
+    code_modules = ("visprompt.worlds.paper",)
+
+    def load_vit(self):
+        return load_vit(self.params)
+
+    def load_clip(self, paper: str):
+        return load_clip(self.params, paper)
+
+    def load_data(self, key: str, split: str, mean, std):
+        return load_data(self.params, key, split, mean, std)
+
+    def dataset_template(self, key: str) -> str:
+        return dataset_template(self.params, key)
+
+    def final_split(self, paper: str, key: str) -> str:
+        return final_split(self.params, paper, key)
+
+    def base_new_classes(self, key: str) -> tuple[list, list]:
+        return base_new_classes(self.params, key)
+
+    def shifted_tests(self, paper: str) -> dict:
+        return {}  # the real datasets have no style-shifted copies
+
+    def backbone_id(self, paper: str) -> str:
+        return backbone_id(self.params, paper)
+
+    def check_method(self, paper: str, s: dict) -> None:
+        if paper in ("vpt", "vp") and (self.params.get(paper) or {}).get("subsample"):
+            raise ConfigError(f"{paper}.subsample is for the mini profile (its VTAB-mini/VP-mini splits); remove it from the paper params")
+        check_method(self.params, paper, s)

@@ -5,7 +5,7 @@ Tiny fake copies of the datasets (test_paper_data's writers) are prepared by the
 the few-shot samples come from the real splits stage; backbones are small timm/open_clip
 architectures (``vit_tiny_patch16_224`` at 32 px, ``ViT-S-32-alt`` at 64 px) whose random-value
 state dicts are written in timm's safetensors and OpenAI/open_clip's fp16 layout and loaded through
-``paper_backend.load_vit``/``load_clip`` -> ``checkpoints.load_timm_vit``/``load_open_clip``, the
+``worlds.paper.load_vit``/``load_clip`` -> ``checkpoints.load_timm_vit``/``load_open_clip``, the
 functions that load ViT-B/16 and CLIP ViT-B in the paper profile.
 """
 
@@ -24,7 +24,8 @@ import yaml
 from PIL import Image
 
 from test_paper_data import PAPER_PARAMS, WNIDS, fake_dtd, fake_cub, fake_imagenet, fake_imagenet_a, fake_imagenet_r, fake_imagenet_sketch, fake_imagenet_v2, img
-from visprompt import experiments, paper, paper_backend
+from visprompt import experiments, paper
+from visprompt.worlds import paper as paper_world, world_for
 from visprompt.backbones import checkpoints as ck
 from visprompt.config import load_params
 from visprompt.data import coop_splits, real
@@ -41,16 +42,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:backbones")
 @pytest.fixture(autouse=True)
 def cpu_allowed(monkeypatch):
     """These tests train the paper profile's code paths on fake data, on the CPU on purpose."""
-    monkeypatch.setenv(paper_backend.ALLOW_CPU, "1")
+    monkeypatch.setenv(paper_world.ALLOW_CPU, "1")
 
 
 def test_no_silent_cpu_fallback(monkeypatch):
-    monkeypatch.delenv(paper_backend.ALLOW_CPU)
+    monkeypatch.delenv(paper_world.ALLOW_CPU)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="needs a CUDA GPU and torch sees none.*VISPROMPT_ALLOW_CPU=1"):
-        paper_backend.require_accelerator()
-    monkeypatch.setenv(paper_backend.ALLOW_CPU, "1")
-    paper_backend.require_accelerator()  # the smoke-test escape hatch
+        paper_world.require_accelerator()
+    monkeypatch.setenv(paper_world.ALLOW_CPU, "1")
+    paper_world.require_accelerator()  # the smoke-test escape hatch
 
 
 DATASETS = ["vtab/dtd", "fgvc/cub", "vp/dtd", "coop/caltech101", "coop/imagenet",
@@ -150,12 +151,12 @@ def test_load_data_reads_real_layouts_with_labels_names_shapes_and_normalisation
         ("coop/caltech101", "test"): (CLIP_SIZE, 36, False), ("coop/imagenet_a", "test"): (CLIP_SIZE, 4, False),
     }
     for (key, split), (size, n, augmented) in cases.items():
-        ds = experiments.load_data(params, key, split, mean, std)
+        ds = world_for(params).load_data(key, split, mean, std)
         assert len(ds) == n and ds.labels.dtype == np.int64 and len(ds.labels) == n, (key, split)
         assert ds.augmented is augmented and ds.num_workers == 0
         x, y = ds[0]
         assert x.dtype == torch.float32 and x.shape == (3, size, size) and isinstance(y, int) and y == ds.labels[0]
-    dtd = experiments.load_data(params, "vtab/dtd", "test", mean, std)
+    dtd = world_for(params).load_data("vtab/dtd", "test", mean, std)
     assert dtd.classnames == ["banded", "blotchy", "braided"] and sorted(set(dtd.labels.tolist())) == [0, 1, 2]
     # fake images are uniform colours: after Resize + ToTensor + Normalize every pixel is (v/255 - mean)/std
     raw = real.load("vtab/dtd", "test", params["data"]["root"])
@@ -163,13 +164,13 @@ def test_load_data_reads_real_layouts_with_labels_names_shapes_and_normalisation
     x = dtd[0][0]
     expected = (torch.tensor(v) - torch.tensor(mean)) / torch.tensor(std)
     assert torch.allclose(x.mean((1, 2)), expected, atol=1e-5) and torch.allclose(x.std((1, 2)), torch.zeros(3), atol=1e-5)
-    cal = experiments.load_data(params, "coop/caltech101", "test", (0.5,) * 3, (0.5,) * 3)
+    cal = world_for(params).load_data("coop/caltech101", "test", (0.5,) * 3, (0.5,) * 3)
     assert cal.classnames == [c.lower() for c in CALTECH]
     # ImageNet-A keeps its own class subset (labels 0..k-1 over its own names), as CoOp evaluates it
-    a = experiments.load_data(params, "coop/imagenet_a", "test", mean, std)
+    a = world_for(params).load_data("coop/imagenet_a", "test", mean, std)
     assert a.classnames == ["goldfish", "great white shark"] and sorted(set(a.labels.tolist())) == [0, 1]
     # subsets relabel like the mini datasets and keep transform, augmentation flag and workers
-    sub = experiments._restrict(experiments.load_data(params, "coop/caltech101", "train", mean, std), [1, 2])
+    sub = experiments._restrict(world_for(params).load_data("coop/caltech101", "train", mean, std), [1, 2])
     assert len(sub) == 40 and sorted(set(sub.labels.tolist())) == [0, 1] and sub.classnames == ["faces_easy", "accordion"]
     assert sub.augmented and sub[0][0].shape == (3, CLIP_SIZE, CLIP_SIZE)
 
@@ -178,38 +179,38 @@ def test_transforms_follow_the_references():
     from torchvision import transforms as T
 
     names = lambda t: [type(s).__name__ for s in t.transforms]  # noqa: E731
-    fgvc_train = paper_backend.build_transform("resize_randomcrop_flip", 224, (0,) * 3, (1,) * 3)
+    fgvc_train = paper_world.build_transform("resize_randomcrop_flip", 224, (0,) * 3, (1,) * 3)
     assert names(fgvc_train) == ["Resize", "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
     assert fgvc_train.transforms[0].size == 256 and fgvc_train.transforms[1].size == (224, 224)
-    fgvc_test = paper_backend.build_transform("resize_centercrop", 224, (0,) * 3, (1,) * 3)
+    fgvc_test = paper_world.build_transform("resize_centercrop", 224, (0,) * 3, (1,) * 3)
     assert names(fgvc_test) == ["Resize", "CenterCrop", "ToTensor", "Normalize"] and fgvc_test.transforms[0].size == 256
-    vtab = paper_backend.build_transform("resize", 224, (0,) * 3, (1,) * 3)
+    vtab = paper_world.build_transform("resize", 224, (0,) * 3, (1,) * 3)
     assert vtab.transforms[0].size == (224, 224)
-    coop = paper_backend.build_transform("random_resized_crop_flip", 224, (0,) * 3, (1,) * 3, "bicubic")
+    coop = paper_world.build_transform("random_resized_crop_flip", 224, (0,) * 3, (1,) * 3, "bicubic")
     assert coop.transforms[0].scale == (0.08, 1.0) and coop.transforms[0].interpolation == T.InterpolationMode.BICUBIC
-    clip = paper_backend.build_transform("clip", 224, (0,) * 3, (1,) * 3, "bicubic")
+    clip = paper_world.build_transform("clip", 224, (0,) * 3, (1,) * 3, "bicubic")
     out = clip(Image.new("RGB", (300, 400), (10, 20, 30)))
     assert out.shape == (3, 224, 224)
     params = load_params(PAPER_PARAMS)  # train-time augmentation only where the references have it
-    assert {s: params["transforms"][s]["train"] in paper_backend.AUGMENTING for s in ("vtab", "fgvc", "vp", "coop")} == \
+    assert {s: params["transforms"][s]["train"] in paper_world.AUGMENTING for s in ("vtab", "fgvc", "vp", "coop")} == \
         {"vtab": False, "fgvc": True, "vp": False, "coop": True}
-    assert all(params["transforms"][s]["test"] not in paper_backend.AUGMENTING for s in ("vtab", "fgvc", "vp", "coop"))
+    assert all(params["transforms"][s]["test"] not in paper_world.AUGMENTING for s in ("vtab", "fgvc", "vp", "coop"))
     with pytest.raises(ConfigError, match="unknown transform rule"):
-        paper_backend.build_transform("autoaugment", 224, (0,) * 3, (1,) * 3)
+        paper_world.build_transform("autoaugment", 224, (0,) * 3, (1,) * 3)
 
 
 def test_dataset_templates_come_from_the_paper_params():
     params = load_params(PAPER_PARAMS)
-    assert experiments.dataset_template(params, "coop/dtd") == "{} texture."
-    assert experiments.dataset_template(params, "coop/eurosat") == "a centered satellite photo of {}."
-    assert experiments.dataset_template(params, "coop/imagenet") == "a photo of a {}."
-    assert experiments.dataset_template(params, "coop/imagenet_r") == "a photo of a {}."
-    assert experiments.dataset_template(params, "vp/cifar100") == "This is a photo of a {}"
-    assert experiments.dataset_template(params, "vtab/dtd") == "a photo of a {}."
+    assert world_for(params).dataset_template("coop/dtd") == "{} texture."
+    assert world_for(params).dataset_template("coop/eurosat") == "a centered satellite photo of {}."
+    assert world_for(params).dataset_template("coop/imagenet") == "a photo of a {}."
+    assert world_for(params).dataset_template("coop/imagenet_r") == "a photo of a {}."
+    assert world_for(params).dataset_template("vp/cifar100") == "This is a photo of a {}"
+    assert world_for(params).dataset_template("vtab/dtd") == "a photo of a {}."
 
 
 # ------------------------------------------------------------------------------------------------
-# checkpoints through paper_backend
+# checkpoints through the paper world
 # ------------------------------------------------------------------------------------------------
 
 
@@ -232,7 +233,7 @@ def test_backbones_load_state_dicts_in_the_real_layouts(prepared, weights, tmp_p
     with pytest.raises(ConfigError, match="embed_dim=192.*embed_dim=768"):
         experiments.load_vit(bad)
     with pytest.warns(UserWarning, match="not the vpt paper's"):
-        paper_backend.backbone_entry(params, "vpt")
+        paper_world.backbone_entry(params, "vpt")
 
 
 def test_missing_data_and_weights_are_clear_errors_before_any_work(prepared, weights, tmp_path, monkeypatch):
@@ -396,7 +397,7 @@ def test_paper_dvc_yaml_mirrors_the_mini_pipeline_inside_profiles_paper():
     for name in ("train_vpt", "train_vp", "train_rpo"):
         assert stages[name]["foreach"] == "${%s.methods}" % name.split("_")[1]
         assert "../../notebooks/" in stages[name]["do"]["cmd"] and "-p out_root reports" in stages[name]["do"]["cmd"]
-        assert "../../src/visprompt/paper_backend.py" in stages[name]["do"]["deps"]
+        assert "../../src/visprompt/worlds/paper.py" in stages[name]["do"]["deps"]
     outs = []
     for st in stages.values():
         body = st.get("do", st)

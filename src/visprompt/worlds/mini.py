@@ -1,0 +1,110 @@
+"""The mini world (``profile: mini``, the default): the generated datasets of
+:mod:`visprompt.data.mini` written by the ``data`` stage, and the tiny backbones that the
+``backbone_vit``/``backbone_clip`` stages pretrain on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import section
+from ..errors import ConfigError, unknown_name
+from ..utils import load_weights
+from .base import World
+
+
+def _file_id(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}-{int(st.st_mtime)}"
+
+
+def check_subsample(sizes, paper: str) -> None:
+    """``<paper>.subsample``: ``{train: N, val: M}`` with positive integers (mini profile only)."""
+    if not sizes:
+        return
+    if not isinstance(sizes, dict) or set(sizes) - {"train", "val"}:
+        raise ConfigError(f"{paper}.subsample must map train/val to image counts, e.g. {{train: 400, val: 100}}; got {sizes!r}")
+    for k, v in sizes.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{paper}.subsample.{k} must be a positive integer, got {v!r}")
+
+
+class MiniWorld(World):
+    """Generated datasets under ``data.root`` and tiny backbones under ``backbones.root``."""
+
+    name = "mini"
+    code_modules = ("visprompt.data.store", "visprompt.data.mini")
+
+    @property
+    def data_root(self) -> str:
+        return section(self.params, "data").get("root", "data/mini")
+
+    def _weights(self, name: str) -> Path:
+        return Path(section(self.params, "backbones").get("root", "data/backbones")) / f"tiny_{name}.pt"
+
+
+    def load_vit(self):
+        from ..backbones.vit import VitConfig, create_vit, load_state
+
+        bb = section(self.params, "backbones")
+        cfg = VitConfig.from_dict({k: v for k, v in bb["vit"].items() if k != "weights"})
+        model = create_vit(cfg)
+        if cfg.arch == "mini":
+            load_state(model, self._weights("vit"))
+        return model, cfg
+
+    def load_clip(self, paper: str):
+        from ..backbones.clip import ClipConfig, create_clip, get_tokenizer
+
+        bb = section(self.params, "backbones")
+        cfg = ClipConfig.from_dict({k: v for k, v in bb["clip"].items() if k != "weights"})
+        model = create_clip(cfg)
+        if cfg.arch == "mini":
+            model.load_state_dict(load_weights(self._weights("clip"), "backbone_clip"))
+        return model.eval(), get_tokenizer(cfg, model), cfg
+
+    def load_data(self, key: str, split: str, mean, std):
+        from ..data.store import load_split
+
+        if not (Path(self.data_root) / f"{key}.json").is_file():
+            raise ConfigError(f"dataset {key} not found under {self.data_root}: check the task name, or run `dvc repro data`")
+        return load_split(self.data_root, key, split, mean, std)
+
+    def dataset_template(self, key: str) -> str | None:
+        from ..data.store import load_manifest
+
+        return load_manifest(self.data_root, key).get("template")
+
+    def final_split(self, paper: str, key: str) -> str:
+        return "train+val" if paper == "vpt" else "train"  # VPT's final runs train on train800val200
+
+    def base_new_classes(self, key: str) -> tuple[list, list]:
+        from ..data.store import load_manifest
+
+        m = load_manifest(self.data_root, key)
+        return m["base_classes"], m["new_classes"]
+
+    def shifted_tests(self, paper: str) -> dict:
+        if paper != "vp":
+            return {}
+        from ..data.mini import VP_SHIFTS
+
+        return {f"vp/{n}": f"vp/{n}-{style}" for n, (style, _) in VP_SHIFTS.items()}
+
+    def backbone_id(self, paper: str) -> str:
+        name = "vit" if paper == "vpt" else "clip"
+        path = self._weights(name)
+        return _file_id(path) if path.is_file() else json.dumps(section(self.params, "backbones").get(name), sort_keys=True)
+
+    def check_method(self, paper: str, s: dict) -> None:
+        if paper not in ("vpt", "vp"):
+            return
+        from ..data.mini import all_tasks
+
+        known = all_tasks(section(self.params, "data").get("sizes"))
+        for key in s["tasks"]:
+            if key not in known:
+                raise unknown_name(f"{paper}.tasks entry", key, [k for k, t in known.items() if t.suite in ("vtab", "fgvc", "vp")])
+        if not s["tasks"]:
+            raise ConfigError(f"{paper}.tasks is empty; list tasks such as vtab/shapes")
+        check_subsample(section(self.params, paper).get("subsample"), paper)
