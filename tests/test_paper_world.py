@@ -416,16 +416,25 @@ def test_launcher_fills_the_cell_store_in_parallel_jobs_that_the_stages_then_reu
     params["vp"]["methods"] = {"zeroshot": params["vp"]["methods"]["zeroshot"]}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    jobs = launch.plan(params, ("vpt", "vp"))
-    assert [(j["paper"], j["method"], j["task"]) for j in jobs] == [("vpt", "linear", "fgvc/cub"), ("vpt", "linear", "vtab/dtd"), ("vp", "zeroshot", "vp/dtd")]
+    jobs = launch.plan(params, ("vpt", "vp"))  # one job per cell: grid points and seeds run in parallel
+    names = [(j["paper"], j["method"], j["cell"]) for j in jobs]
+    assert names[:2] == [("vpt", "linear", "fgvc/cub/select/lr=0.5"), ("vpt", "linear", "fgvc/cub/select/lr=1.0")]  # FGVC first: larger
+    assert len(jobs) == 2 * (2 + 1) + 1  # per VPT task: 2 selection cells + 1 seed; VP: 1 seed
+    final = next(j for j in jobs if j["cell"] == "vtab/dtd/seed1")
+    assert final["after"] == ["vtab/dtd/select/lr=0.5", "vtab/dtd/select/lr=1.0"]  # started by Ray once both are done
+    assert all(names.index((j["paper"], j["method"], a)) < names.index((j["paper"], j["method"], j["cell"])) for j in jobs for a in j["after"])
+    with pytest.raises(RuntimeError, match="needs the selection cells of vtab/dtd first"):
+        experiments.run_method(params, "vpt", "linear", progress=False, cells=["vtab/dtd/seed1"])
+    with pytest.raises(ConfigError, match="has no cell 'vtab/dtd/seed9'"):
+        experiments.run_method(params, "vpt", "linear", progress=False, cells=["vtab/dtd/seed9"])
     pytest.importorskip("ray")
     with pytest.raises(ConfigError, match="asks for 1 GPU.*Ray sees 0"):  # no GPU here: an error, not a wait forever
         launch.launch(str(path), ("vpt", "vp"), gpus_per_job=1.0, num_cpus=2)
     assert launch.launch(str(path), ("vpt", "vp"), gpus_per_job=0, num_cpus=2) == 0  # Ray tasks on this machine's CPUs
     out = capsys.readouterr().out
-    assert "3 jobs, 0 GPU(s) each" in out and out.count("done: ") == 3
+    assert "7 jobs, 0 GPU(s) each" in out and out.count("done: ") == 7
     cells = sorted(p.name for p in (tmp_path / "runs").rglob("*.json"))
-    assert len(cells) == 2 * (2 + 1) + 1  # per VPT task: 2 selection cells + 1 seed; VP: 1 seed
+    assert len(cells) == 7  # each cell computed once
     t = time.perf_counter()  # the train stages then replay every cell from the store
     for paper_name, method in (("vpt", "linear"), ("vp", "zeroshot")):
         experiments.run_method(params, paper_name, method, progress=False)

@@ -188,8 +188,13 @@ def train_and_eval(model, train, evals: dict, recipe: dict, seed: int, trainable
 # --- the three protocols -------------------------------------------------------------------------
 
 
-def _select(world: World, store, s, task, train, val, backbone, classnames, progress, fp_base) -> dict:
-    """Grid search on train/val with the first seed; returns the chosen point and all scores."""
+def _select_cell(task: str, point: dict) -> str:
+    return f"{task}/select/" + ",".join(f"{k}={v}" for k, v in sorted(point.items()))
+
+
+def _select(world: World, store, s, task, train, val, backbone, classnames, progress, fp_base, wanted=None) -> dict | None:
+    """Grid search on train/val with the first seed; returns the chosen point and all scores
+    (None when ``wanted`` leaves a grid point that is not finished yet)."""
     points = _grid_points(s["grid"])
     if len(points) == 1:
         return {"chosen": points[0], "scores": []}
@@ -197,8 +202,14 @@ def _select(world: World, store, s, task, train, val, backbone, classnames, prog
     scores = []
     for point in points:
         r_over, c_over = _split_point(point)
-        cell = f"{task}/select/" + ",".join(f"{k}={v}" for k, v in sorted(point.items()))
+        cell = _select_cell(task, point)
         fp = fingerprint(fp_base, point, seed)
+        if wanted is not None and cell not in wanted:
+            rec = store.get(cell, fp)
+            if rec is None:
+                return None
+            scores.append({"point": point, "val_top1": rec["val_top1"]})
+            continue
 
         def make():
             model = _build(s["paper"], s["method"], backbone, len(classnames), classnames, {**s["cfg"], **c_over}, seed, world.dataset_template(task))
@@ -211,21 +222,28 @@ def _select(world: World, store, s, task, train, val, backbone, classnames, prog
     return {"chosen": best["point"], "scores": scores}
 
 
-def _run_supervised(params, world: World, s, backbone, progress: bool, store) -> list:
+def _run_supervised(params, world: World, s, backbone, progress: bool, store, wanted=None) -> list:
     """VPT and VP: select on train/val, then each seed on the final training split, test (and the
-    world's shifted copy of the test set, where it has one)."""
+    world's shifted copy of the test set, where it has one). ``wanted``: compute only these cells."""
     results = []
     mean, std = backbone[-1].mean, backbone[-1].std
     shifted = world.shifted_tests(s["paper"])
     bar = tqdm(total=len(s["tasks"]) * len(s["seeds"]), desc=f"{s['paper']}/{s['method']}", disable=bars_off(progress))
     for key in s["tasks"]:
+        if wanted is not None and not any(c.startswith(f"{key}/") for c in wanted):
+            continue
         train, val, test = (world.load_data(key, sp, mean, std) for sp in ("train", "val", "test"))
         sizes = section(params, s["paper"]).get("subsample")
         if sizes:  # the first N of train and val, as VTAB-1k takes the first 800/200 (mini CPU budget)
             train, val = first_n(train, sizes.get("train")), first_n(val, sizes.get("val"))
         classnames = train.classnames
         fp_base = [s["method"], s["cfg"], s["recipe"], key, world.backbone_id(s["paper"]), s["code"], *([sizes] if sizes else [])]
-        sel = _select(world, store, s, key, train, val, backbone, classnames, progress, fp_base)
+        sel = _select(world, store, s, key, train, val, backbone, classnames, progress, fp_base, wanted)
+        finals = [f"{key}/seed{seed}" for seed in s["seeds"] if wanted is None or f"{key}/seed{seed}" in wanted]
+        if sel is None:
+            if finals:
+                raise RuntimeError(f"{s['paper']}/{s['run']} {finals[0]} needs the selection cells of {key} first (plan_cells: 'after')")
+            continue
         r_over, c_over = _split_point(sel["chosen"])
         final_split = world.final_split(s["paper"], key)
         if sizes and final_split == "train+val":
@@ -237,6 +255,8 @@ def _run_supervised(params, world: World, s, backbone, progress: bool, store) ->
             evals["shifted_test"] = (world.load_data(shifted[key], "test", mean, std), None)
         for seed in s["seeds"]:
             cell = f"{key}/seed{seed}"
+            if cell not in finals:
+                continue
             fp = fingerprint(fp_base, sel["chosen"], seed, sorted(evals))
 
             def make():
@@ -311,14 +331,19 @@ def _rpo_jobs(p: dict, s: dict) -> list[tuple]:
     return jobs
 
 
-def _run_rpo(params, world: World, s, backbone, progress: bool, store) -> list:
+def _rpo_cell(protocol: str, dataset: str, shots: int, seed: int) -> str:
+    return f"{protocol}/{dataset}/shots{shots}/seed{seed}"
+
+
+def _run_rpo(params, world: World, s, backbone, progress: bool, store, wanted=None) -> list:
+    """RPO and its baselines: every (protocol, dataset, shots, seed) cell (``wanted``: only these)."""
     p = section(params, "rpo")
     mean, std = backbone[-1].mean, backbone[-1].std
     results = []
-    jobs = _rpo_jobs(p, s)
+    jobs = [j for j in _rpo_jobs(p, s) if wanted is None or _rpo_cell(*j) in wanted]
     bar = tqdm(total=len(jobs), desc=f"rpo/{s['method']}", disable=bars_off(progress))
     for protocol, dataset, shots, seed in jobs:
-        cell = f"{protocol}/{dataset}/shots{shots}/seed{seed}"
+        cell = _rpo_cell(protocol, dataset, shots, seed)
         ds_over = s["overrides"].get(dataset)  # a dataset override (paper: CoOp's ImageNet epochs) applies after the protocol's
         fp = fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, world.backbone_id("rpo"), p.get(protocol), s["code"], *([ds_over] if ds_over else []))
 
@@ -395,20 +420,40 @@ def check_method(params: dict, paper: str, method: str, world: World | None = No
     return s
 
 
-def run_method(params: dict, paper: str, method: str, progress: bool | None = None, runs_root: str | None = None) -> dict:
-    """Every cell of ``method`` for ``paper``; returns the metrics written by the train stage."""
+def plan_cells(params: dict, paper: str, method: str) -> list[dict]:
+    """Every cell of a run, named as the cell store names them, without loading anything:
+    ``{"cell": name, "after": [cells that must be finished first]}`` (a final VPT/VP cell needs
+    its task's grid-search cells). What a scheduler (``visprompt.launch``, Ray) hands out."""
+    s = method_settings(params, paper, method)
+    if paper == "rpo":
+        return [{"cell": _rpo_cell(*job), "after": []} for job in _rpo_jobs(section(params, "rpo"), s)]
+    points = _grid_points(s["grid"])
+    out = []
+    for task in s["tasks"]:
+        select = [_select_cell(task, point) for point in points] if len(points) > 1 else []
+        out += [{"cell": c, "after": []} for c in select] + [{"cell": f"{task}/seed{seed}", "after": select} for seed in s["seeds"]]
+    return out
+
+
+def run_method(params: dict, paper: str, method: str, progress: bool | None = None, runs_root: str | None = None, cells=None) -> dict:
+    """Every cell of ``method`` for ``paper``; returns the metrics written by the train stage.
+    ``cells``: compute only these (names from :func:`plan_cells`; one Ray task each), reusing
+    finished ones they need; the result then holds only those."""
     world = world_for(params)
     s = check_method(params, paper, method, world)
+    wanted = None if cells is None else set(cells)
+    if wanted is not None and wanted - {c["cell"] for c in plan_cells(params, paper, method)}:
+        raise ConfigError(f"{paper}/{method} has no cell {sorted(wanted - {c['cell'] for c in plan_cells(params, paper, method)})[0]!r}; see experiments.plan_cells")
     s["code"] = cell_code_hash(world, s["method"])
     t0 = time.perf_counter()
     set_threads(params)
     store = CellStore(runs_root or section(params, "data").get("runs", "data/runs"), paper, method)  # run name
     if PAPERS[paper] == "vit":
-        cells = _run_supervised(params, world, s, world.load_vit(), progress, store)
+        cells = _run_supervised(params, world, s, world.load_vit(), progress, store, wanted)
     elif paper == "vp":
-        cells = _run_supervised(params, world, s, world.load_clip("vp"), progress, store)
+        cells = _run_supervised(params, world, s, world.load_clip("vp"), progress, store, wanted)
     else:
-        cells = _run_rpo(params, world, s, world.load_clip("rpo"), progress, store)
+        cells = _run_rpo(params, world, s, world.load_clip("rpo"), progress, store, wanted)
     return {
         "paper": paper,
         "method": method,  # the run name (params key)

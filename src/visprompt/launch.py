@@ -9,11 +9,13 @@ dataset × shots × seed) cell is a file, reused by any later run with the same 
     python -m visprompt.launch                     # fills the cell store: one Ray task per job
     HF_HUB_OFFLINE=0 dvc repro                     # replays every stage from the store and records it
 
-A job is one (paper, method, task) for VPT and visual prompting — the cells of one task do not
-depend on which other tasks are listed — and one (rpo, method) for RPO, whose cell fingerprints
-include its protocol sections. Scheduling is Ray's, not ours: each job is a Ray task asking for
-``--gpus-per-job`` GPUs (a fraction packs small jobs onto one GPU; 0 runs on CPUs, e.g. the mini
-profile), retried ``--retries`` times if it fails or its worker dies, stopped after ``--timeout-h``.
+A job is one cell (:func:`visprompt.experiments.plan_cells`): one grid point of one task's
+selection, one seed of a final run, one (protocol, dataset, shots, seed) of RPO. A final VPT/VP
+cell is handed the Ray references of its task's selection cells, so Ray starts it once they are
+done; every other cell is independent. Scheduling is Ray's, not ours: each job is a Ray task
+asking for ``--gpus-per-job`` GPUs (a fraction packs small jobs onto one GPU; 0 runs on CPUs, e.g.
+the mini profile), retried ``--retries`` times if it fails or its worker dies, stopped after
+``--timeout-h``.
 Ray sets ``CUDA_VISIBLE_DEVICES`` per task and kills the tasks when the launcher exits, so an
 interrupted launch leaves nothing running; run it again to resume (finished cells are skipped).
 Without ``--address`` Ray starts on this machine; ``--address auto`` joins a running cluster
@@ -25,7 +27,6 @@ nothing else in the project needs it.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import time
@@ -37,10 +38,11 @@ PAPERS = ("vpt", "vp", "rpo")
 
 
 def plan(params: dict, papers=PAPERS, only=None) -> list[dict]:
-    """The jobs, largest first: ``{"paper", "method", "task" (None for RPO), "cost"}``.
+    """The jobs, one per cell, largest first (a job always after the jobs it needs):
+    ``{"paper", "method", "cell", "after", "cost"}``.
 
-    ``cost`` is a rough ordering key (grid points × seeds, FGVC counted ×10 for its larger
-    training sets), not a time estimate. ``only``: ``["vpt/vpt_deep", "rpo", ...]`` filters.
+    ``cost`` is a rough ordering key (FGVC cells count 10 for their larger training sets), not a
+    time estimate. ``only``: ``["vpt/vpt_deep", "rpo", ...]`` filters.
     """
     from . import experiments
 
@@ -49,40 +51,30 @@ def plan(params: dict, papers=PAPERS, only=None) -> list[dict]:
         for method in (params.get(paper) or {}).get("methods") or {}:
             if only and not any(o in (paper, f"{paper}/{method}") for o in only):
                 continue
-            s = experiments.check_method(params, paper, method)
-            points = len(experiments._grid_points(s["grid"]))
-            if paper == "rpo":
-                jobs.append({"paper": paper, "method": method, "task": None, "cost": points * len(s["seeds"])})
-                continue
-            for task in s["tasks"]:
-                weight = 10 if task.startswith("fgvc/") else 1
-                jobs.append({"paper": paper, "method": method, "task": task, "cost": weight * (points + len(s["seeds"]))})
-    return sorted(jobs, key=lambda j: -j["cost"])
+            experiments.check_method(params, paper, method)
+            for c in experiments.plan_cells(params, paper, method):
+                jobs.append({"paper": paper, "method": method, **c, "cost": 10 if c["cell"].startswith("fgvc/") else 1})
+    jobs.sort(key=lambda j: (bool(j["after"]), -j["cost"]))  # stable: the store's own order within a cost
+    return jobs
 
 
 def job_name(job: dict) -> str:
-    return "_".join(x.replace("/", "-") for x in (job["paper"], job["method"], job["task"]) if x)
+    return "_".join(x.replace("/", "-") for x in (job["paper"], job["method"], job["cell"]))
 
 
-def run_job(params: dict, paper: str, method: str, task: str | None) -> int:
-    """Run one job in this process: the method's cells of one task (VPT/VP) or all of them (RPO)."""
+def run_job(params: dict, paper: str, method: str, cell: str) -> int:
+    """Run one job in this process: one cell of a method (finished cells it needs are reused)."""
     from . import experiments
 
-    if task is not None:
-        params = copy.deepcopy(params)
-        entry = params[paper]["methods"][method] = dict(params[paper]["methods"][method] or {})
-        if "tasks" in entry:
-            entry["tasks"] = [task]
-        else:
-            params[paper]["tasks"] = [task]
-    result = experiments.run_method(params, paper, method, progress=False)
-    print(f"{paper}/{method}" + (f" {task}" if task else "") + f": {len(result['cells'])} cells in {result['stage_time_s']} s", flush=True)
+    result = experiments.run_method(params, paper, method, progress=False, cells=[cell])
+    print(f"{paper}/{method} {cell}: done in {result['stage_time_s']} s", flush=True)
     return 0
 
 
-def _ray_job(params_file: str, cwd: str, job: dict, log_file: str, timeout_s: float | None) -> dict:
+def _ray_job(params_file: str, cwd: str, job: dict, log_file: str, timeout_s: float | None, *after) -> dict:
     """One job inside a Ray worker: its output goes to ``log_file``; past ``timeout_s`` the worker
-    exits, which Ray reports as a failed task (and retries)."""
+    exits, which Ray reports as a failed task (and retries). ``after``: the results of the jobs it
+    needs (Ray starts it only once they are done)."""
     import contextlib
     import threading
 
@@ -95,7 +87,7 @@ def _ray_job(params_file: str, cwd: str, job: dict, log_file: str, timeout_s: fl
     Path(log_file).parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         print(f"--- {job_name(job)} on {os.environ.get('CUDA_VISIBLE_DEVICES') or 'CPU'} ---", flush=True)
-        run_job(load_params(params_file), job["paper"], job["method"], job["task"])
+        run_job(load_params(params_file), job["paper"], job["method"], job["cell"])
     return {"job": job_name(job), "time_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -114,7 +106,7 @@ def launch(params_file: str, papers=PAPERS, only=None, gpus_per_job: float = 1.0
     print(f"{len(jobs)} jobs, {gpus_per_job:g} GPU(s) each, {retries} retries; logs in {logs}/", flush=True)
     if dry_run:
         for j in jobs:
-            print(f"  {job_name(j)}  (cost {j['cost']})")
+            print(f"  {job_name(j)}  (cost {j['cost']}" + (f", after {len(j['after'])}" if j["after"] else "") + ")")
         return 0
     try:
         import ray
@@ -131,7 +123,11 @@ def launch(params_file: str, papers=PAPERS, only=None, gpus_per_job: float = 1.0
                           "--gpus-per-job 0 runs on CPUs")
     remote = ray.remote(num_gpus=gpus_per_job, max_retries=retries, retry_exceptions=True)(_ray_job)
     timeout_s = timeout_h * 3600 if timeout_h else None
-    refs = {remote.remote(str(Path(params_file).resolve()), os.getcwd(), j, str(logs / f"{job_name(j)}.log"), timeout_s): j for j in jobs}
+    refs, by_cell = {}, {}
+    for j in jobs:  # a job's "after" jobs come first in the plan, so their references exist
+        after = [by_cell[(j["paper"], j["method"], c)] for c in j["after"]]
+        ref = remote.remote(str(Path(params_file).resolve()), os.getcwd(), j, str(logs / f"{job_name(j)}.log"), timeout_s, *after)
+        refs[ref], by_cell[(j["paper"], j["method"], j["cell"])] = j, ref
     failed, t0 = [], time.perf_counter()
     try:
         pending = list(refs)
@@ -165,15 +161,14 @@ def main(argv=None) -> int:
     parser.add_argument("--papers", default=",".join(PAPERS), help="which papers (default: vpt,vp,rpo)")
     parser.add_argument("--only", default="", help="comma-separated filters: a paper or paper/method (e.g. vpt/vpt_deep,rpo)")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, largest first, and stop")
-    parser.add_argument("--worker", nargs=2, metavar=("PAPER", "METHOD"), help=argparse.SUPPRESS)
-    parser.add_argument("--task", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("PAPER", "METHOD", "CELL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "0")
     try:
         if args.worker:
             from .config import load_params
 
-            return run_job(load_params(args.params), args.worker[0], args.worker[1], args.task)
+            return run_job(load_params(args.params), *args.worker)
         only = [o for o in args.only.split(",") if o]
         papers = tuple(p for p in args.papers.split(",") if p)
         unknown = [p for p in papers if p not in PAPERS]
