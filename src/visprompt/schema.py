@@ -198,11 +198,11 @@ def paper_spec(paper: str) -> Map:
     keys = {"backbone": Str(), "tasks": List(Str()), "seeds": SEEDS, "recipe": recipe_spec(), "grid": Grid(),
             "methods": Map(extra=method_spec()), "subsample": Any_(), "selection": Map(extra=Any_()), "template": Str()}
     if paper == "rpo":
-        keys.update({"base2new": Map({"datasets": List(Str()), "shots": Int(lo=1), "hm": Str()}),
-                     "dg": Map({"source": Str(), "shots": Int(lo=1), "targets": List(Str())}),
-                     "fewshot": Map({"datasets": List(Str()), "shots": List(Int(lo=1)), "seeds": SEEDS}),
+        keys.update({"base2new": Map({"datasets": List(Str()), "shots": Int(lo=1), "hm": Str()}, required=("datasets", "shots")),
+                     "dg": Map({"source": Str(), "shots": Int(lo=1), "targets": List(Str())}, required=("source", "shots", "targets")),
+                     "fewshot": Map({"datasets": List(Str()), "shots": List(Int(lo=1)), "seeds": SEEDS}, required=("datasets", "shots")),
                      "templates": Map(extra=Str())})
-    return Map(keys, required=("methods",))
+    return Map(keys, required=("methods", "recipe"))
 
 
 def params_spec() -> Map:
@@ -214,7 +214,7 @@ def params_spec() -> Map:
         "data": Map({"root": Str(), "image_size": Int(lo=8), "seed": Int(lo=0), "workers": Int(lo=0),
                      "suites": List(Str(("upstream", "vtab", "fgvc", "vp", "coop", "probe"))), "sizes": Map(extra=Any_()),
                      "runs": Str(), "split_seed": Int(lo=0), "keep_archives": Bool(), "datasets": List(Str())}),
-        "splits": Map({"root": Str(), "datasets": List(Str()), "shots": List(Int(lo=1)), "seeds": SEEDS}),
+        "splits": Map({"root": Str(), "datasets": List(Str()), "shots": List(Int(lo=1)), "seeds": SEEDS}, required=("datasets", "shots", "seeds")),
         "backbones": Map({"root": Str(), "reports_dir": Str(), "vit": Map(extra=Any_()), "clip": Map(extra=Any_()),
                           "clip_vp": Map(extra=Any_()), "clip_rpo": Map(extra=Any_()),
                           "vit_pretrain": pretrain, "clip_pretrain": pretrain}),
@@ -298,7 +298,7 @@ def check_method_cfgs(params: dict) -> dict:
                 if holder.get("cfg") is None:
                     continue
                 holder["cfg"] = spec.check(holder["cfg"], where)
-                _check_prompt_size(name, holder["cfg"].get("prompt_size"), size, where)
+                _check_prompt_size(name, holder["cfg"].get("prompt_size"), size, f"{where}.prompt_size")
             for key, values in (m.get("grid") or {}).items():
                 if key in spec.keys:
                     m["grid"][key] = [spec.keys[key].check(v, f"{path}.grid.{key}[{i}]") for i, v in enumerate(values)]
@@ -309,13 +309,53 @@ def check_method_cfgs(params: dict) -> dict:
 
 def _check_prompt_size(method: str, value, image_size, where: str) -> None:
     """A pad of width p on both sides leaves an image of size - 2p: p must be below half the image;
-    a patch must fit in the image."""
+    a patch must fit in the image. ``where``: the value's key path."""
     if value is None or not image_size:
         return
     limit = (image_size - 1) // 2 if method == "vp_pad" else image_size
     if value > limit:
         what = "a pad of this width covers the whole image" if method == "vp_pad" else "the patch is larger than the image"
-        raise ConfigError(f"{where}.prompt_size: {value} does not fit a {image_size}-px image ({what}); use at most {limit}")
+        raise ConfigError(f"{where}: {value} does not fit a {image_size}-px image ({what}); use at most {limit}")
+
+
+NAMES = {"vit": "ViT", "clip": "CLIP"}
+
+
+def check_layout(params: dict) -> None:
+    """What the mini profile builds from and what RPO's runs read, present and consistent: the
+    backbones the mini world builds (``backbones.vit``, ``backbones.clip``), every method under a
+    paper whose backbone it needs, a section for every RPO protocol a method runs, and few-shot
+    samples (``splits.datasets``) for every dataset RPO trains on."""
+    from .methods.registry import get_method_spec, list_methods
+
+    if params.get("profile", "mini") == "mini":
+        for key in ("vit", "clip"):
+            if key not in params["backbones"]:
+                raise ConfigError(f"backbones.{key}: missing; the mini profile builds its {NAMES[key]} from it (see params.yaml in the repository)")
+    backbone = {"vpt": "vit", "vp": "clip", "rpo": "clip"}  # = experiments.PAPERS (schema.py does not import the runner)
+    for paper, family in backbone.items():
+        for run, m in ((params.get(paper) or {}).get("methods") or {}).items():
+            spec = get_method_spec(m.get("method", run))
+            if spec.family != family:
+                home = [p for p, f in backbone.items() if f == spec.family]
+                raise ConfigError(f"{paper}.methods.{run}: {spec.name!r} is a {NAMES[spec.family]} method but {paper} runs on the {NAMES[family]}; "
+                                  f"move it under {' or '.join(f'{h}.methods' for h in home)}, or choose one of {list_methods(family)}")
+    rpo = params.get("rpo")
+    if not rpo:
+        return
+    for run, m in (rpo.get("methods") or {}).items():
+        for proto in m.get("protocols") or PROTOCOLS:
+            if proto not in rpo:
+                raise ConfigError(f"rpo.{proto}: missing, but rpo.methods.{run} runs the {proto} protocol; add an rpo.{proto} section "
+                                  f"(see params.yaml in the repository) or list the protocols it runs (rpo.methods.{run}.protocols)")
+    sampled = params["splits"]["datasets"]
+    named = [(f"rpo.base2new.datasets[{i}]", d) for i, d in enumerate((rpo.get("base2new") or {}).get("datasets") or [])]
+    named += [("rpo.dg.source", (rpo.get("dg") or {}).get("source"))] if (rpo.get("dg") or {}).get("source") else []
+    named += [(f"rpo.fewshot.datasets[{i}]", d) for i, d in enumerate((rpo.get("fewshot") or {}).get("datasets") or [])]
+    for where, name in named:
+        if name not in sampled:
+            raise ConfigError(f"{where}: {name!r} has no few-shot samples{_did_you_mean(str(name), sampled)}; "
+                              f"splits.datasets lists {', '.join(map(str, sampled))}: fix the name or add it to splits.datasets")
 
 
 def validate(params: dict, source: str = "params.yaml") -> dict:
@@ -325,6 +365,7 @@ def validate(params: dict, source: str = "params.yaml") -> dict:
         out = params_spec().check(params, "")
         check_grid_points(out)
         check_method_cfgs(out)
+        check_layout(out)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     return out

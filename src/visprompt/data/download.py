@@ -121,10 +121,18 @@ class ManualDownloadRequired(ConfigError):
             lines.append(f"  {i}. download {f['filename']} from {f['url']}")
             lines.append(f"     size: {f['size']}; {f['checksum']}")
             lines.append(f"     put it at: {f['destination']}")
+            for elsewhere in _misplaced(root, f["filename"], Path(f["destination"])):
+                lines.append(f"     found {elsewhere}, which is not where it is read: move it there")
         if note:
             lines.append(f"  note: {note}")
         lines.append("  then run the data stage again" + (f": {rerun}" if rerun else "") + "; nothing was written for this dataset.")
         super().__init__("\n".join(lines))
+
+
+def _misplaced(root: Path, filename: str, destination: Path) -> list[Path]:
+    """A manual download put in the data root itself or in its ``downloads/`` folder (the usual
+    mistakes) instead of its destination: those copies, so the message can say to move them."""
+    return [p for p in (root / filename, root / "downloads" / filename) if p != destination and p.is_file()] if filename else []
 
 
 # --- hashing ------------------------------------------------------------------------------------
@@ -261,10 +269,14 @@ def archive_kind(path) -> str | None:
     return None
 
 
-def _safe_target(base: Path, member: str) -> Path:
+def _safe_target(base: Path, member: str, archive: Path, what: str = "member") -> Path:
+    """Where ``member`` lands under ``base``; an entry that would land outside it (``../``, an
+    absolute path, a link pointing out) stops the extraction, naming the archive, not ``base`` (a
+    temporary folder that is deleted)."""
     target = (base / member).resolve()
     if base.resolve() not in target.parents and target != base.resolve():
-        raise ArchiveError(f"archive member {member!r} would be written outside {base}; refusing to extract")
+        raise ArchiveError(f"{archive}: {what} {member!r} points outside the folder it is extracted to; refusing to extract an archive "
+                           "that could overwrite other files: check its checksum and get it again from its source")
     return target
 
 
@@ -299,8 +311,8 @@ def _extract_tar(archive: Path, tmp: Path, cap: _Cap) -> None:
     with tarfile.open(archive, mode="r:*") as tf:
         for m in tf:  # reading every member header and body surfaces truncation inside the archive
             if m.issym() or m.islnk():
-                _safe_target(tmp, os.path.join(os.path.dirname(m.name), m.linkname))
-            _safe_target(tmp, m.name)
+                _safe_target(tmp, os.path.join(os.path.dirname(m.name), m.linkname), archive, f"link {m.name!r} ->")
+            _safe_target(tmp, m.name, archive)
             if m.isdev():
                 raise ArchiveError(f"{archive}: device file {m.name!r} in archive; refusing to extract")
             cap.take(m.size)
@@ -310,7 +322,7 @@ def _extract_tar(archive: Path, tmp: Path, cap: _Cap) -> None:
 def _extract_zip(archive: Path, tmp: Path, cap: _Cap) -> None:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
-            target = _safe_target(tmp, info.filename)
+            target = _safe_target(tmp, info.filename, archive)
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
