@@ -471,7 +471,7 @@ FOLDER_FAULTS = {
     "no-data-folder": (lambda p: _rmtree(p["data"]["root"]), ["dataset coop/objects not found under", "run `dvc repro data`"]),
     "no-splits-folder": (lambda p: _rmtree(p["splits"]["root"]), ["few-shot split", "shots2_seed1.json not found", "run `dvc repro splits`"]),
     "garbage-split-file": (lambda p: fewshot.split_file(p["splits"]["root"], "objects", 2, 1).write_text('{"train": [0, 1'),
-                           ["shots2_seed1.json", "dvc repro splits"]),
+                           ["shots2_seed1.json", "dvc repro -f splits"]),
 }
 
 

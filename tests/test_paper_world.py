@@ -427,6 +427,9 @@ def test_launcher_fills_the_cell_store_in_parallel_jobs_that_the_stages_then_reu
         experiments.run_method(params, "vpt", "linear", progress=False, cells=["vtab/dtd/seed1"])
     with pytest.raises(ConfigError, match="has no cell 'vtab/dtd/seed9'"):
         experiments.run_method(params, "vpt", "linear", progress=False, cells=["vtab/dtd/seed9"])
+    # a job computes its own grid point even while the other points are unfinished (another job's)
+    experiments.run_method(params, "vpt", "linear", progress=False, runs_root=str(tmp_path / "solo"), cells=["vtab/dtd/select/lr=1.0"])
+    assert sorted(p.name for p in (tmp_path / "solo").rglob("*.json")) == ["vtab_dtd_select_lr=1.0.json"]
     pytest.importorskip("ray")
     with pytest.raises(ConfigError, match="asks for 1 GPU.*Ray sees 0"):  # no GPU here: an error, not a wait forever
         launch.launch(str(path), ("vpt", "vp"), gpus_per_job=1.0, num_cpus=2)

@@ -16,6 +16,7 @@ import socket
 import time
 from pathlib import Path
 
+from .errors import ConfigError
 from .utils import read_json, write_json
 
 
@@ -29,6 +30,9 @@ class CellStore:
 
     def __init__(self, root, paper: str, method: str):
         self.dir = Path(root) / paper / method
+        blocked = next((p for p in [self.dir, *self.dir.parents] if p.exists() and not p.is_dir()), None)
+        if blocked is not None:  # checked now, before any cell is computed that could not be stored
+            raise ConfigError(f"the cell store {self.dir} cannot be created: {blocked} is a file; point data.runs in params.yaml at a folder")
         self.served: list = []  # every record this run used (reused or new), selection cells included
         self.trained = self.reused = 0  # cells (selection cells included) computed now / found finished
 
@@ -41,10 +45,12 @@ class CellStore:
 
     def get(self, cell: str, fingerprint: str):
         path = self._path(cell)
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path} is a folder where cell {cell!r}'s record belongs; remove it and run again")
         if path.is_file():
             try:
                 rec = read_json(path)
-            except (json.JSONDecodeError, OSError):
+            except (ValueError, OSError):  # truncated, zero-filled or not text: recomputed
                 return None
             if rec.get("fingerprint") == fingerprint:
                 self.served.append(rec)

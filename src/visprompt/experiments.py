@@ -87,6 +87,7 @@ def method_settings(params: dict, paper: str, method: str) -> dict:
         "grid": grid,
         "seeds": [int(s) for s in (m.get("seeds") or p.get("seeds") or [1])],
         "tasks": list(m.get("tasks") or p.get("tasks") or []),
+        "tasks_key": f"{paper}.methods.{method}.tasks" if m.get("tasks") else f"{paper}.tasks",  # where the tasks were listed (messages)
         "protocols": list(m.get("protocols") or p.get("protocols") or RPO_PROTOCOLS),
         "trainable": bool(m.get("trainable", True)),
     }
@@ -199,16 +200,17 @@ def _select(world: World, store, s, task, train, val, backbone, classnames, prog
     if len(points) == 1:
         return {"chosen": points[0], "scores": []}
     seed = s["seeds"][0]
-    scores = []
+    scores, unfinished = [], False
     for point in points:
         r_over, c_over = _split_point(point)
         cell = _select_cell(task, point)
         fp = fingerprint(fp_base, point, seed)
         if wanted is not None and cell not in wanted:
             rec = store.get(cell, fp)
-            if rec is None:
-                return None
-            scores.append({"point": point, "val_top1": rec["val_top1"]})
+            if rec is None:  # another job's, still running: this one computes its own points only
+                unfinished = True
+            else:
+                scores.append({"point": point, "val_top1": rec["val_top1"]})
             continue
 
         def make():
@@ -218,6 +220,8 @@ def _select(world: World, store, s, task, train, val, backbone, classnames, prog
 
         rec, _ = store.compute(cell, fp, make)
         scores.append({"point": point, "val_top1": rec["val_top1"]})
+    if unfinished:
+        return None
     best = scores[first_within([r["val_top1"] for r in scores])]  # near-ties: the first point in grid order
     return {"chosen": best["point"], "scores": scores}
 

@@ -139,7 +139,8 @@ def launch(params_file: str, papers=PAPERS, only=None, gpus_per_job: float = 1.0
                 print(f"[{time.perf_counter() - t0:8.0f} s] done: {r['job']} ({r['time_s']} s)", flush=True)
             except Exception as e:  # the task failed after its retries (an error, a dead worker, the timeout)
                 failed.append(job_name(job))
-                print(f"[{time.perf_counter() - t0:8.0f} s] FAILED: {job_name(job)} ({type(e).__name__}; see {logs / (job_name(job) + '.log')})", flush=True)
+                why = next((ln.strip() for ln in reversed(str(e).splitlines()) if ln.strip()), type(e).__name__)
+                print(f"[{time.perf_counter() - t0:8.0f} s] FAILED: {job_name(job)}: {why} (log: {logs / (job_name(job) + '.log')})", flush=True)
     finally:
         ray.shutdown()
     if failed:

@@ -184,6 +184,19 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def load_into(model: torch.nn.Module, state: dict, path, stage: str, config_key: str) -> None:
+    """``model.load_state_dict(state)``; weights of another shape (params changed after ``stage``
+    ran) are a ConfigError naming the file and the fix."""
+    from .errors import ConfigError
+
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise ConfigError(f"{path} does not match {config_key} in params ({lines[1] if len(lines) > 1 else lines[0]}); "
+                          f"rebuild it with `dvc repro -f {stage}`, or restore the params it was trained with") from None
+
+
 def harmonic_mean(a: float, b: float) -> float:
     """HM of base and new accuracy, as CoCoOp/RPO report it (per dataset; the average HM is the HM of the averages)."""
     return 2 * a * b / (a + b) if a + b > 0 else 0.0

@@ -16,7 +16,7 @@ import torch
 from open_clip.model import CLIP
 
 from ..errors import ConfigError
-from ..utils import load_weights
+from ..utils import load_into, load_weights
 from .clip_attention import use_sdpa_attention
 from .stem import check_stem, conv_stem
 
@@ -105,7 +105,7 @@ def create_clip(cfg: ClipConfig | dict) -> CLIP:
         model = open_clip.create_model(cfg.arch, pretrained=cfg.pretrained, precision="fp32", **cfg.extra)
     use_sdpa_attention(model)
     if cfg.weights:
-        model.load_state_dict(load_weights(cfg.weights, "backbone_clip"))
+        load_into(model, load_weights(cfg.weights, "backbone_clip"), cfg.weights, "backbone_clip", "backbones.clip")
     return model.float().eval()
 
 

@@ -102,9 +102,14 @@ def create_vit(cfg: VitConfig | dict) -> VisionTransformer:
 def load_state(model: torch.nn.Module, path: str | Path) -> None:
     """Load a state dict saved by the backbones stage, with a clear error if it is missing."""
     state = load_weights(path, "backbone_vit")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes of another config (params changed after the backbone stage ran)
+        raise ConfigError(f"{path} does not match backbones.vit in params ({str(e).splitlines()[1].strip()}); "
+                          "rebuild it with `dvc repro -f backbone_vit`, or restore the params it was trained with") from None
     # The pretraining head is dropped on purpose; anything else missing is a real mismatch.
     missing = [k for k in missing if not k.startswith("head.")]
     unexpected = [k for k in unexpected if not k.startswith("head.")]
     if missing or unexpected:
-        raise ConfigError(f"{path} does not match the backbone config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ConfigError(f"{path} does not match backbones.vit in params: missing {missing[:5]}, unexpected {unexpected[:5]}; "
+                          "rebuild it with `dvc repro -f backbone_vit`, or restore the params it was trained with")

@@ -73,7 +73,10 @@ def load_split_indices(root, dataset: str, shots: int, seed: int) -> dict:
     path = split_file(root, dataset, shots, seed)
     if not path.is_file():
         raise ConfigError(f"few-shot split {path} not found; add shots={shots} and seed={seed} to splits in params.yaml and run `dvc repro splits`")
-    return read_json(path)
+    try:
+        return read_json(path)
+    except (ValueError, OSError) as e:  # truncated or not JSON
+        raise ConfigError(f"few-shot split {path} is damaged ({type(e).__name__}); rebuild it with `dvc repro -f splits`") from None
 
 
 def write_split(root, record: dict) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import section
 from ..errors import ConfigError, unknown_name
-from ..utils import load_weights
+from ..utils import load_into, load_weights
 from .base import World
 
 
@@ -60,7 +60,8 @@ class MiniWorld(World):
         cfg = ClipConfig.from_dict({k: v for k, v in bb["clip"].items() if k != "weights"})
         model = create_clip(cfg)
         if cfg.arch == "mini":
-            model.load_state_dict(load_weights(self._weights("clip"), "backbone_clip"))
+            path = self._weights("clip")
+            load_into(model, load_weights(path, "backbone_clip"), path, "backbone_clip", "backbones.clip")
         return model.eval(), get_tokenizer(cfg, model), cfg
 
     def load_data(self, key: str, split: str, mean, std):
@@ -104,7 +105,7 @@ class MiniWorld(World):
         known = all_tasks(section(self.params, "data").get("sizes"))
         for key in s["tasks"]:
             if key not in known:
-                raise unknown_name(f"{paper}.tasks entry", key, [k for k, t in known.items() if t.suite in ("vtab", "fgvc", "vp")])
+                raise unknown_name(f"{s['tasks_key']} entry", key, [k for k, t in known.items() if t.suite in ("vtab", "fgvc", "vp")])
         if not s["tasks"]:
             raise ConfigError(f"{paper}.tasks is empty; list tasks such as vtab/shapes")
         check_subsample(section(self.params, paper).get("subsample"), paper)

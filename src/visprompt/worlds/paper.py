@@ -323,7 +323,7 @@ def check_method(params: dict, paper: str, s: dict) -> None:
             raise ConfigError(f"{paper}.tasks is empty; list tasks such as {sorted(allowed)[0]}")
         for key in s["tasks"]:
             if key not in allowed:
-                raise unknown_name(f"{paper}.tasks entry", key, allowed)
+                raise unknown_name(f"{s.get('tasks_key', paper + '.tasks')} entry", key, allowed)
         for key in s["tasks"]:
             check_prepared(params, key)
             transform_rule(params, key, "train")
