@@ -254,8 +254,9 @@ def _variance_figure(plt, df, out_dir, files, profile: str = "mini"):
     fig, axes = plt.subplots(1, len(datasets), figsize=(0.6 + (0.55 * len(order) + 0.6) * len(datasets), 3.2), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         x = d[d["dataset"] == ds]
-        sns.stripplot(data=x, x="method", y="top1", order=order, hue="method", palette=palette, legend=False, ax=ax,
-                      size=4, alpha=0.7, jitter=0.12, zorder=3)
+        with C.fixed_jitter():
+            sns.stripplot(data=x, x="method", y="top1", order=order, hue="method", palette=palette, legend=False, ax=ax,
+                          size=4, alpha=0.7, jitter=0.12, zorder=3)
         sns.pointplot(data=x, x="method", y="top1", order=order, errorbar="sd", color="0.15", markers="_", markersize=12,
                       linestyle="none", capsize=0.25, err_kws={"linewidth": 1.0}, ax=ax)
         ax.set_title(f"{ds}, {shots} shots", fontsize=9)

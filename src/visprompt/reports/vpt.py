@@ -474,7 +474,8 @@ def _figure(plt, rows: list, out_dir: str, files: dict, profile: str = "mini", p
         ax.axis("off")
     for ax, g in zip(flat, groups):
         d = df[df["group"] == g]
-        sns.stripplot(data=d, x="method", y="top1", order=order, ax=ax, size=4, alpha=0.6, jitter=0.15, color="0.35")
+        with C.fixed_jitter():
+            sns.stripplot(data=d, x="method", y="top1", order=order, ax=ax, size=4, alpha=0.6, jitter=0.15, color="0.35")
         sns.pointplot(data=d, x="method", y="top1", order=order, ax=ax, errorbar=None, linestyle="none", markers="_", markersize=14, color="C3")
         p = pub[(pub["group"] == g) & pub["method"].isin(order)]
         if len(p):
