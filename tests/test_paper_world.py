@@ -515,3 +515,19 @@ def test_a_killed_launch_leaves_no_worker_and_no_partial_cell_and_resumes(prepar
     assert again.returncode == 0, again.stdout + again.stderr
     after = records()
     assert len(after) == planned and all(after[p] == b for p, b in before.items())  # the finished cells were not recomputed
+
+
+def test_the_index_names_the_checkpoints_it_loaded(weights, tmp_path):
+    from visprompt.index import checkpoints_text
+
+    shipped = load_params(PAPER_PARAMS)
+    assert checkpoints_text(shipped).count("(the paper's checkpoint)") == 3
+    p = copy.deepcopy(shipped)
+    p["backbones"]["vit"]["pretrained"] = str(weights["vit"])  # a local file: named with its hash, not called the paper's
+    text = checkpoints_text(p)
+    import hashlib
+
+    assert f"file vit.safetensors (sha256 {hashlib.sha256(weights['vit'].read_bytes()).hexdigest()[:12]}" in text
+    assert text.count("(the paper's checkpoint)") == 2 and "not checked against the released one" in text
+    p["backbones"]["clip_rpo"]["arch"] = "ViT-L-14"
+    assert "RPO: ViT-L-14, the hub weights (**not** the paper's checkpoint)" in checkpoints_text(p)
