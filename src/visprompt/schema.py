@@ -214,7 +214,7 @@ def params_spec() -> Map:
         "device": Str(("cuda", "cpu")),
         "data": Map({"root": Str(), "image_size": Int(lo=8), "seed": Int(lo=0), "workers": Int(lo=0),
                      "suites": List(Str(("upstream", "vtab", "fgvc", "vp", "coop", "probe"))), "sizes": Map(extra=Any_()),
-                     "runs": Str(), "split_seed": Int(lo=0), "keep_archives": Bool(), "datasets": List(Str())}),
+                     "runs": Str(), "split_seed": Int(lo=0), "keep_archives": Bool(), "datasets": List(Str()), "strict": Bool()}),
         "splits": Map({"root": Str(), "datasets": List(Str()), "shots": List(Int(lo=1)), "seeds": SEEDS}, required=("datasets", "shots", "seeds")),
         "backbones": Map({"root": Str(), "reports_dir": Str(), "vit": Map(extra=Any_()), "clip": Map(extra=Any_()),
                           "clip_vp": Map(extra=Any_()), "clip_rpo": Map(extra=Any_()),
