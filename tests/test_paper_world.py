@@ -48,8 +48,9 @@ def cpu_allowed(monkeypatch):
 def test_no_silent_cpu_fallback(monkeypatch):
     monkeypatch.delenv(paper_world.ALLOW_CPU)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="needs a CUDA GPU and torch sees none.*VISPROMPT_ALLOW_CPU=1"):
-        paper_world.require_accelerator()
+    with pytest.raises(ConfigError, match="needs a CUDA GPU and torch sees none.*`device: cpu`.*VISPROMPT_ALLOW_CPU=1"):
+        paper_world.require_accelerator({"device": "cuda"})
+    paper_world.require_accelerator({"device": "cpu"})  # said explicitly in the params
     monkeypatch.setenv(paper_world.ALLOW_CPU, "1")
     paper_world.require_accelerator()  # the smoke-test escape hatch
 
@@ -468,3 +469,65 @@ def test_reports_and_index_of_the_paper_profile_tag_measured_numbers_real(prepar
     write_index(params)
     index = Path("reports/index.md").read_text()
     assert "Profile: **paper**" in index and "real datasets" in index and "Mini backbones" not in index
+
+
+def _ray_processes() -> list:
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if "ray::" in ln or "raylet" in ln or "gcs_server" in ln]
+
+
+def test_a_killed_launch_leaves_no_worker_and_no_partial_cell_and_resumes(prepared, weights, tmp_path):
+    """SIGTERM to the launcher cancels every Ray task and stops Ray's processes; the cells finished
+    before stay as they were (whole files only), and a second launch computes only the rest."""
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    assert _ray_processes() == [], "another Ray is running on this machine"
+    params = train_params(prepared, weights, tmp_path / "runs")
+    params["vpt"]["methods"] = {"linear": params["vpt"]["methods"]["linear"], "vpt_deep": {"cfg": {"prompt_length": 5}, "grid": {"prompt_length": [1, 5]}}}
+    params["vpt"]["recipe"]["epochs"] = 3
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    from visprompt import launch
+
+    planned = len(launch.plan(params, ("vpt",)))
+    cmd = [sys.executable, "-m", "visprompt.launch", "--params", str(path), "--papers", "vpt", "--gpus-per-job", "0", "--num-cpus", "2"]
+    records = lambda: {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*.json")}  # noqa: E731
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "VISPROMPT_ALLOW_CPU": "1"})
+    t = time.time()
+    while not records() and proc.poll() is None and time.time() - t < 120:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the launch ended before it could be interrupted: make the cells longer"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in out, out
+    time.sleep(2)
+    assert _ray_processes() == []  # no worker left running
+    before = records()
+    assert 0 < len(before) < planned
+    assert all(json.loads(b)["fingerprint"] for b in before.values())  # whole records only
+    assert not list((tmp_path / "runs").rglob("*.json*.tmp"))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "VISPROMPT_ALLOW_CPU": "1"})
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = records()
+    assert len(after) == planned and all(after[p] == b for p, b in before.items())  # the finished cells were not recomputed
+
+
+def test_the_index_names_the_checkpoints_it_loaded(weights, tmp_path):
+    from visprompt.index import checkpoints_text
+
+    shipped = load_params(PAPER_PARAMS)
+    assert checkpoints_text(shipped).count("(the paper's checkpoint)") == 3
+    p = copy.deepcopy(shipped)
+    p["backbones"]["vit"]["pretrained"] = str(weights["vit"])  # a local file: named with its hash, not called the paper's
+    text = checkpoints_text(p)
+    import hashlib
+
+    assert f"file vit.safetensors (sha256 {hashlib.sha256(weights['vit'].read_bytes()).hexdigest()[:12]}" in text
+    assert text.count("(the paper's checkpoint)") == 2 and "not checked against the released one" in text
+    p["backbones"]["clip_rpo"]["arch"] = "ViT-L-14"
+    assert "RPO: ViT-L-14, the hub weights (**not** the paper's checkpoint)" in checkpoints_text(p)

@@ -175,3 +175,15 @@ def test_records_of_runs_no_longer_in_params_are_skipped(tmp_path, capsys):
     assert "skipped the records of runs no longer in vpt.methods: full" in capsys.readouterr().out
     deep_vs_full = next(c for c in r["claims_list"] if c["claim"].startswith("VPT-deep ≥ Full"))
     assert deep_vs_full["holds"] is None  # not measured now, rather than read from a stale file
+
+
+def test_the_same_records_give_the_same_figures_byte_for_byte(built, tmp_path):
+    """Stripplot jitter is seeded (reports._common.fixed_jitter): a rebuilt report that did not
+    change shows no changed figure in `git status`."""
+    params = load_params(str(ROOT / "params.yaml"))
+    for paper, (r, _) in built.items():
+        again = MODULES[paper].build(params, str(tmp_path / paper), metrics_root=str(REPORTS / "records"))
+        first = {Path(p).name: Path(p).read_bytes() for p in r["files"].values() if str(p).endswith(".png")}
+        second = {Path(p).name: Path(p).read_bytes() for p in again["files"].values() if str(p).endswith(".png")}
+        assert first and first.keys() == second.keys()
+        assert [n for n in first if first[n] != second[n]] == [], f"{paper}: figures differ between two builds"

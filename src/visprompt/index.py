@@ -171,6 +171,29 @@ def run_html_path(paper: str, run: str, root: Path = REPORTS) -> Path:
     return root / "runs_html" / paper / f"{run}.html"
 
 
+def checkpoints_text(params: dict) -> str:
+    """Which checkpoint each paper's runs loaded, as the params name it (a local file with the start
+    of its SHA-256), and "the papers' checkpoint" only where the arch and the weights are the papers'."""
+    import hashlib
+
+    from .worlds.paper import PAPER_ARCHS
+
+    hub = {"vpt": (True, None), "vp": ("openai",), "rpo": ("openai",)}
+    parts = []
+    for paper, what in (("vpt", "VPT"), ("vp", "visual prompting"), ("rpo", "RPO")):
+        name = (params.get(paper) or {}).get("backbone")
+        entry = (params.get("backbones") or {}).get(name) or {}
+        arch, pre = entry.get("arch", "?"), entry.get("pretrained", True)
+        if isinstance(pre, str) and Path(pre).expanduser().is_file():
+            digest = hashlib.sha256(Path(pre).expanduser().read_bytes()).hexdigest()[:12]
+            parts.append(f"{what}: {arch}, file {Path(pre).name} (sha256 {digest}…; a local file, not checked against the released one)")
+            continue
+        same = pre in hub[paper] and arch in PAPER_ARCHS[paper]
+        weights = "the hub weights" if pre in hub[paper] else f"weights {pre!r}"
+        parts.append(f"{what}: {arch}, {weights}" + (" (the paper's checkpoint)" if same else " (**not** the paper's checkpoint)"))
+    return "these checkpoints — " + "; ".join(parts)
+
+
 def sections(params: dict, root: Path = REPORTS, claims: list | None = None) -> list:
     """The index as (Markdown, HTML or None) pieces: None means the HTML is the Markdown rendered."""
     from .reports import present
@@ -180,7 +203,7 @@ def sections(params: dict, root: Path = REPORTS, claims: list | None = None) -> 
     env = environment_info()
     paper_profile = params.get("profile", "mini") == "paper"
     label = "real" if paper_profile else "mini"
-    where = ("on the real datasets with the papers' checkpoints (ViT-B/16 ImageNet-21k, CLIP ViT-B/32 and ViT-B/16), columns "
+    where = (f"on the real datasets with {checkpoints_text(params)}, columns "
              "tagged *real*; the deviations from the official code are listed in docs/paper_profile.md,") if paper_profile else \
         "in the mini world (procedurally rendered images, backbones pretrained by the pipeline itself)"
     out = [("\n".join([

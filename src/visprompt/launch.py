@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,10 @@ def _ray_job(params_file: str, cwd: str, job: dict, log_file: str, timeout_s: fl
     return {"job": job_name(job), "time_s": round(time.perf_counter() - t0, 1)}
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def launch(params_file: str, papers=PAPERS, only=None, gpus_per_job: float = 1.0, retries: int = 2, timeout_h: float | None = None,
            address: str | None = None, num_cpus: int | None = None, dry_run: bool = False) -> int:
     """Run every job of :func:`plan` as a Ray task; 0 if all succeeded."""
@@ -99,8 +104,9 @@ def launch(params_file: str, papers=PAPERS, only=None, gpus_per_job: float = 1.0
     params = load_params(params_file)
     if gpus_per_job < 0 or retries < 0 or (timeout_h is not None and timeout_h <= 0):
         raise ConfigError("--gpus-per-job and --retries must be >= 0 and --timeout-h > 0")
-    if params.get("profile") == "paper" and gpus_per_job == 0 and os.environ.get("VISPROMPT_ALLOW_CPU") != "1":
-        raise ConfigError("the paper profile trains on GPUs: give --gpus-per-job > 0 (e.g. 1, or 0.5 to pack two small jobs per GPU)")
+    if params.get("profile") == "paper" and gpus_per_job == 0 and os.environ.get("VISPROMPT_ALLOW_CPU") != "1" and params.get("device") != "cpu":
+        raise ConfigError("the paper profile trains on GPUs: give --gpus-per-job > 0 (e.g. 1, or 0.5 to pack two small jobs per GPU), "
+                          "or put `device: cpu` in the params to train on CPUs")
     jobs = plan(params, papers, only)
     logs = Path((params.get("data") or {}).get("runs", "data/runs")).resolve() / "launch"
     print(f"{len(jobs)} jobs, {gpus_per_job:g} GPU(s) each, {retries} retries; logs in {logs}/", flush=True)
@@ -129,8 +135,9 @@ def launch(params_file: str, papers=PAPERS, only=None, gpus_per_job: float = 1.0
         ref = remote.remote(str(Path(params_file).resolve()), os.getcwd(), j, str(logs / f"{job_name(j)}.log"), timeout_s, *after)
         refs[ref], by_cell[(j["paper"], j["method"], j["cell"])] = j, ref
     failed, t0 = [], time.perf_counter()
+    pending = list(refs)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` as Ctrl-C: cancel everything below
     try:
-        pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             job = refs[done[0]]
@@ -141,8 +148,14 @@ def launch(params_file: str, papers=PAPERS, only=None, gpus_per_job: float = 1.0
                 failed.append(job_name(job))
                 why = next((ln.strip() for ln in reversed(str(e).splitlines()) if ln.strip()), type(e).__name__)
                 print(f"[{time.perf_counter() - t0:8.0f} s] FAILED: {job_name(job)}: {why} (log: {logs / (job_name(job) + '.log')})", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop every job; finished cells stay in the store
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        print(f"interrupted: {len(pending)} job(s) cancelled; finished cells are kept, run again to resume", flush=True)
+        return 130
     finally:
-        ray.shutdown()
+        signal.signal(signal.SIGTERM, previous)
+        ray.shutdown()  # a local Ray stops its workers with it
     if failed:
         print(f"{len(failed)} job(s) failed: {', '.join(failed)}. Fix and run again; finished cells are kept.", flush=True)
         return 1

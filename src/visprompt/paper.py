@@ -24,6 +24,7 @@ import numpy as np
 
 from .backbones.checkpoints import CLIP_MODELS, VIT_IN21K
 from .data import real
+from .data.download import ManualDownloadRequired
 from .errors import ConfigError
 from .utils import write_json
 from .worlds.paper import SUITE_PAPER, TRANSFORMS, coop_name, manifest_path
@@ -225,11 +226,24 @@ def status(params: dict, root=None) -> list[dict]:
     return rows
 
 
-def run_data(params: dict, root=None, progress=None, strict: bool = True) -> dict:
+def paper_datasets(params: dict) -> dict:
+    """Paper -> the datasets its runs read (VPT/VP tasks; RPO's CoOp datasets and DG targets)."""
+    r = params.get("rpo") or {}
+    rpo = [*(r.get("base2new") or {}).get("datasets", []), *(r.get("fewshot") or {}).get("datasets", [])]
+    if r.get("dg"):
+        rpo += [r["dg"]["source"], *r["dg"].get("targets", [])]
+    return {"vpt": list((params.get("vpt") or {}).get("tasks") or []), "vp": list((params.get("vp") or {}).get("tasks") or []),
+            "rpo": list(dict.fromkeys(coop_name(d) for d in rpo))}
+
+
+def run_data(params: dict, root=None, progress=None, strict: bool | None = None) -> dict:
     """Prepare every dataset of ``data.datasets`` in order; write their manifests; return a summary.
 
-    Raises the first dataset's :class:`ConfigError` (manual download needed, download failed,
-    corrupt archive), prefixed with what was completed before it.
+    A dataset that needs a manual download does not stop the others: they are all prepared, then
+    the first one's :class:`ManualDownloadRequired` is raised, listing every such dataset and the
+    papers that can train already. Any other error (download failed, corrupt archive) stops at
+    once, prefixed with what was completed before it. ``strict`` (default ``data.strict``, true):
+    class counts must be the papers' (false for fake or partial copies).
     """
     names = validate(params)
     data = params["data"]
@@ -240,16 +254,28 @@ def run_data(params: dict, root=None, progress=None, strict: bool = True) -> dic
         raise ConfigError(problems[0])
     seed = int(data.get("split_seed", real.DEFAULT_SPLIT_SEED))
     keep = bool(data.get("keep_archives", False))
-    done, t0 = [], time.perf_counter()
+    strict = bool(data.get("strict", True)) if strict is None else strict
+    done, manual, t0 = [], [], time.perf_counter()
     for i, name in enumerate(names):
         try:
             manifest = real.prepare(name, root, seed=seed, strict=strict, progress=progress, keep_archives=keep)
+        except ManualDownloadRequired as e:  # a person must fetch it: prepare the others meanwhile
+            manual.append((name, e))
+            continue
         except ConfigError as e:
             prefix = f"data stage stopped at dataset {i + 1}/{len(names)} ({name}); {len(done)} ready before it" + (f" ({', '.join(done)})" if done else "") + ".\n"
             e.args = (prefix + str(e), *e.args[1:])
             raise
         write_json(manifest_path(root, name), manifest)
         done.append(name)
+    if manual:
+        ready = [p for p, keys in paper_datasets(params).items() if keys and set(keys) <= set(done)]
+        first = manual[0][1]
+        head = (f"data stage: {len(manual)} of {len(names)} datasets need a manual download ({', '.join(n for n, _ in manual)}); "
+                f"the other {len(done)} are ready. " + (f"Papers whose datasets are all ready, trainable now (`dvc repro --single-item "
+                f"train_<paper>@<run>`): {', '.join(ready)}." if ready else "No paper has all its datasets yet.") + "\n\n")
+        first.args = (head + "\n\n".join(f"[{n}] {e}" for n, e in manual), *first.args[1:])
+        raise first
     return {
         "root": str(root),
         "datasets": {n: "ready" for n in done},

@@ -211,9 +211,10 @@ def params_spec() -> Map:
     return Map({
         "profile": Str(("mini", "paper")),
         "threads": Int(lo=0),
+        "device": Str(("cuda", "cpu")),
         "data": Map({"root": Str(), "image_size": Int(lo=8), "seed": Int(lo=0), "workers": Int(lo=0),
                      "suites": List(Str(("upstream", "vtab", "fgvc", "vp", "coop", "probe"))), "sizes": Map(extra=Any_()),
-                     "runs": Str(), "split_seed": Int(lo=0), "keep_archives": Bool(), "datasets": List(Str())}),
+                     "runs": Str(), "split_seed": Int(lo=0), "keep_archives": Bool(), "datasets": List(Str()), "strict": Bool()}),
         "splits": Map({"root": Str(), "datasets": List(Str()), "shots": List(Int(lo=1)), "seeds": SEEDS}, required=("datasets", "shots", "seeds")),
         "backbones": Map({"root": Str(), "reports_dir": Str(), "vit": Map(extra=Any_()), "clip": Map(extra=Any_()),
                           "clip_vp": Map(extra=Any_()), "clip_rpo": Map(extra=Any_()),
@@ -329,6 +330,8 @@ def check_layout(params: dict) -> None:
     from .methods.registry import get_method_spec, list_methods
 
     if params.get("profile", "mini") == "mini":
+        if "device" in params:
+            raise ConfigError("device: only the paper profile reads it (`device: cpu` lets it train without a GPU); remove it here")
         for key in ("vit", "clip"):
             if key not in params["backbones"]:
                 raise ConfigError(f"backbones.{key}: missing; the mini profile builds its {NAMES[key]} from it (see params.yaml in the repository)")

@@ -7,6 +7,7 @@ a column whose label does not say "published".
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import re
@@ -243,6 +244,18 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+@contextlib.contextmanager
+def fixed_jitter(seed: int = 0):
+    """Seaborn's stripplot jitters points with NumPy's global generator: seed it for the block (and
+    restore it after) so that the same records give the same figure, byte for byte."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def finish_figure(fig, out_dir, name: str, files: dict):

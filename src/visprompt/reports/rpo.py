@@ -30,6 +30,8 @@ from . import runs as report
 from . import _common as C
 from . import claims as K
 from . import present as P
+from .rpo_claims import rpo_claims
+from .rpo_facts import HM_CONVENTIONS, LABELS, PROTOCOL_NAMES, PUB_NAMES, _metric_is, _protocol_matches, published_for  # noqa: F401 - also this module's names
 
 
 def _published_rpo_hm() -> str:
@@ -39,16 +41,8 @@ def _published_rpo_hm() -> str:
     v = published_value("rpo", "average", "hm")
     return f"{v['value']:.2f}" if v else "average HM"
 
-LABELS = {"zeroshot": "CLIP (zero-shot)", "rpo": "RPO", "coop": "CoOp", "cocoop": "CoCoOp", "clip_linear_probe": "Linear probe"}
-PUB_NAMES = {
-    "zeroshot": {"clip", "zeroshot", "zeroshotclip", "clipzeroshot"},
-    "rpo": {"rpo"},
-    "coop": {"coop"},
-    "cocoop": {"cocoop"},
-    "clip_linear_probe": {"linearprobe", "lp", "cliplinearprobe", "linearprobeclip", "linear"},
-}
+
 PROTOCOLS = ("base2new", "dg", "fewshot")
-HM_CONVENTIONS = {"hm_of_means": "HM of the average B and N", "mean_of_hms": "mean of per-dataset HMs"}
 AVERAGE_NAMES = ("average", "avg", "mean")
 
 
@@ -105,52 +99,6 @@ def base2new_stats(cells: list, datasets) -> dict:
 
 
 # --- published --------------------------------------------------------------------------------
-
-
-PROTOCOL_NAMES = {
-    "base2new": ("base2new", "basetonew", "b2n", "basenew"),
-    "dg": ("dg", "domaingeneralization", "domaingeneralisation", "domain"),
-    "fewshot": ("fewshot", "extremefewshot", "variance", "kshot"),
-}
-
-
-def _protocol_matches(row: dict, protocol: str) -> bool:
-    """Rows without a protocol/setting field match every protocol (the metric then decides)."""
-    proto = row.get("protocol") or row.get("setting")
-    if not proto:
-        return True
-    p = C.norm(proto)
-    return any(p == n or p.startswith(n) for n in PROTOCOL_NAMES.get(protocol, (C.norm(protocol),)))
-
-
-def published_for(rows: list, method: str, protocol: str | None = None) -> list:
-    """Published rows of a registered method (registry name, paper name or ``label``)."""
-    names = PUB_NAMES.get(method, set()) | {C.norm(method), C.norm(LABELS.get(method, method))}
-    out = []
-    for r in rows:
-        if C.norm(r.get("method", "")) not in names and C.norm(r.get("label", "")) not in names:
-            continue
-        if not isinstance(r.get("value"), (int, float)):
-            continue
-        if protocol and not _protocol_matches(r, protocol):
-            continue
-        out.append(r)
-    return out
-
-
-def _metric_is(r: dict, metric: str) -> bool:
-    m = C.norm(r.get("metric", ""))
-    if metric == "hm":
-        return m in ("hm", "harmonicmean", "h")
-    if metric == "base":
-        return m in ("base", "basetop1", "baseacc", "baseaccuracy")
-    if metric == "new":
-        return m in ("new", "newtop1", "newacc", "newaccuracy")
-    if metric == "top1":
-        return m in ("", "top1", "acc", "accuracy", "testtop1")
-    if metric == "params":
-        return "param" in m
-    return m == C.norm(metric)
 
 
 def _is_average(name) -> bool:
@@ -211,7 +159,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     text = claims_text(claims, C.measured_label(params))
     if pub_note:
         text += f"\nNote: {pub_note}."
-    verdicts = K.rpo_claims(params, metrics, runs, b2n_stats, dg_stats, claims, pub_rows, analogs)
+    verdicts = rpo_claims(params, metrics, runs, b2n_stats, dg_stats, claims, pub_rows, analogs)
     claims_table = K.write_claims(verdicts, out_dir, C.measured_label(params))
     files.update({k: f"{out_dir}/{k}.md" for k in ("base2new", "dg", "params", "claims")})
     files["claims_json"] = f"{out_dir}/claims.json"
@@ -306,8 +254,9 @@ def _variance_figure(plt, df, out_dir, files, profile: str = "mini"):
     fig, axes = plt.subplots(1, len(datasets), figsize=(0.6 + (0.55 * len(order) + 0.6) * len(datasets), 3.2), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         x = d[d["dataset"] == ds]
-        sns.stripplot(data=x, x="method", y="top1", order=order, hue="method", palette=palette, legend=False, ax=ax,
-                      size=4, alpha=0.7, jitter=0.12, zorder=3)
+        with C.fixed_jitter():
+            sns.stripplot(data=x, x="method", y="top1", order=order, hue="method", palette=palette, legend=False, ax=ax,
+                          size=4, alpha=0.7, jitter=0.12, zorder=3)
         sns.pointplot(data=x, x="method", y="top1", order=order, errorbar="sd", color="0.15", markers="_", markersize=12,
                       linestyle="none", capsize=0.25, err_kws={"linewidth": 1.0}, ax=ax)
         ax.set_title(f"{ds}, {shots} shots", fontsize=9)

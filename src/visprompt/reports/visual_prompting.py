@@ -25,16 +25,9 @@ from . import runs as report
 from . import _common as C
 from . import claims as K
 from . import present as P
+from .vp_claims import vp_claims
+from .vp_facts import MAIN, _fmt_avg, published_for  # noqa: F401 - also this module's names
 
-# registered method -> (short label, names the paper / published table may use)
-MAIN = {
-    "zeroshot": ("TP", {"tp", "textprompt", "textprompting", "zeroshot", "clipzeroshot"}),
-    "vp_pad": ("VP (pad)", {"vp", "vppad", "visualprompt", "visualprompting", "vppadding", "padding", "pad"}),
-    "vp_fixed_patch": ("VP (fixed patch)", {"vpfixedpatch", "fixedpatch"}),
-    "vp_random_patch": ("VP (random patch)", {"vprandompatch", "randompatch"}),
-    "logistic_probe": ("LP", {"lp", "linearprobe", "logisticprobe", "linearprobing"}),
-    "clip_finetune": ("FT", {"ft", "finetune", "finetuning", "fullfinetune", "fullfinetuning", "clipfinetune"}),
-}
 PAPER_METHODS = ("zeroshot", "vp_pad", "logistic_probe", "clip_finetune")  # always get a published column
 DESIGNS = {"vp_pad": "pad", "vp_fixed_patch": "fixed patch", "vp_random_patch": "random patch"}
 AVERAGE_NAMES = ("average", "avg", "mean")
@@ -88,27 +81,7 @@ def drop_stats(measured: dict, shifted: dict, tasks) -> dict:
     return out
 
 
-def _fmt_avg(st: dict) -> str:
-    s = C.fmt_ms(st["mean"], st["std"])
-    if st["n"] and st["n"] < st["of"]:
-        s += f" ({st['n']}/{st['of']} datasets)"
-    return s
-
-
 # --- published --------------------------------------------------------------------------------
-
-
-def _accuracy_row(r: dict) -> bool:
-    m = C.norm(r.get("metric", "top1"))
-    return m in ("", "top1", "acc", "accuracy", "top1accuracy", "testtop1") or "top1" in m or "acc" in m
-
-
-def published_for(rows: list, method: str) -> list:
-    """Published accuracy rows of a registered method (matched on the registry name, the paper's
-    short name or the row's ``label``)."""
-    names = MAIN[method][1] | {C.norm(method), C.norm(MAIN[method][0])}
-    return [r for r in rows if (C.norm(r.get("method", "")) in names or C.norm(r.get("label", "")) in names)
-            and _accuracy_row(r) and isinstance(r.get("value"), (int, float))]
 
 
 def _is_average(name) -> bool:
@@ -174,7 +147,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     text = claims_text(claims, L)
     if pub_note:
         text += f"\nNote: {pub_note}."
-    verdicts = K.vp_claims(params, metrics, tasks, dict(mains), measured, shifted, averages, drops, claims, pub_rows, analogs)
+    verdicts = vp_claims(params, metrics, tasks, dict(mains), measured, shifted, averages, drops, claims, pub_rows, analogs)
     claims_table = K.write_claims(verdicts, out_dir, L)
     files.update({k: f"{out_dir}/{k}.md" for k in ("main", "ablation", "robustness", "claims")})
     files["claims_json"] = f"{out_dir}/claims.json"

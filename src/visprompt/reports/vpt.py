@@ -32,9 +32,9 @@ from . import runs as report
 from . import _common as C
 from . import claims as K
 from . import present as P
+from .vpt_claims import vpt_claims
+from .vpt_facts import GROUP_LABEL, GROUPS, _group_of_pub, _is_param_row, _paper_groups, _pub_is, _value, group_stats  # noqa: F401 - also this module's names
 
-GROUPS = ("fgvc", "natural", "specialized", "structured")
-GROUP_LABEL = {"fgvc": "FGVC", "natural": "Natural", "specialized": "Specialized", "structured": "Structured"}
 LABELS = {"full": "Full", "linear": "Linear", "partial": "Partial", "mlp": "MLP", "sidetune": "Sidetune",
           "bias": "Bias", "adapter": "Adapter", "vpt_shallow": "VPT-shallow", "vpt_deep": "VPT-deep"}
 PARAM_KEYS = ("totalparams", "totalparameters", "params", "parameters", "totalparamsmultiplier")
@@ -82,18 +82,6 @@ def seed_table(result: dict | None) -> dict:
     return out
 
 
-def group_stats(by_task: dict, tasks) -> dict:
-    """Mean over tasks of the per-task seed means; sample std over seeds of the per-seed group mean."""
-    present = [t for t in tasks if by_task.get(t)]
-    if not present:
-        return {"mean": math.nan, "std": math.nan, "n_tasks": 0, "of": len(tasks), "per_seed": {}}
-    mean = sum(sum(by_task[t].values()) / len(by_task[t]) for t in present) / len(present)
-    common = set.intersection(*(set(by_task[t]) for t in present))
-    per_seed = {s: sum(by_task[t][s] for t in present) / len(present) for s in sorted(common)}
-    _, std, _ = C.stats(per_seed.values())
-    return {"mean": mean, "std": std, "n_tasks": len(present), "of": len(tasks), "per_seed": per_seed}
-
-
 def storage_multiplier(result: dict | None, backbone_params: int | None) -> float:
     """Total parameters stored for all tasks of the run / backbone parameters (see module doc)."""
     if not result or not backbone_params:
@@ -128,12 +116,6 @@ def backbone_parameters(params: dict, metrics: dict) -> int | None:
 # --- published --------------------------------------------------------------------------------
 
 
-def _pub_is(row: dict, *names) -> bool:
-    """Does a published row belong to one of ``names`` (registry names or paper labels)?"""
-    keys = {C.norm(n) for n in names}
-    return C.norm(row.get("method", "")) in keys or C.norm(row.get("label", "")) in keys
-
-
 def _pub_method_matches(row: dict, params: dict, run: str, metrics: dict) -> bool:
     """A published row stands beside a run when it is the same method with the same depth k
     (the paper's Partial-1 / MLP-3; a mini run with another k gets no published number)."""
@@ -144,27 +126,6 @@ def _pub_method_matches(row: dict, params: dict, run: str, metrics: dict) -> boo
     if method in ("partial", "mlp") and "k" in C.run_cfg(params, "vpt", run, metrics) and row.get("label"):
         return C.norm(row["label"]) == C.norm(label)
     return True
-
-
-def _is_param_row(row: dict) -> bool:
-    return "total_params_x" in row or (row.get("kind") in (None, "params") and "param" in C.norm(row.get("task_or_group", "")))
-
-
-def _group_of_pub(row: dict) -> str | None:
-    if row.get("kind") not in (None, "group_mean"):
-        return None
-    n = C.norm(row.get("task_or_group", ""))
-    for g in GROUPS:
-        if n == g or n in (f"vtab{g}", f"{g}mean", f"vtab{g}mean", f"{g}avg", f"mean{g}"):
-            return g
-    return None
-
-
-def _value(row: dict):
-    for k in ("top1", "value", "total_params_x", "multiplier"):
-        if isinstance(row.get(k), (int, float)):
-            return float(row[k])
-    return None
 
 
 def published_lookup(rows: list, params: dict, run: str, metrics: dict) -> dict:
@@ -258,7 +219,7 @@ def build(params: dict, out_dir: str, metrics_root="reports/records") -> dict:
     text = claims_text(claims, n_tasks, backbone, L)
     if pub_note:
         text += f"\nNote: {pub_note}."
-    verdicts = K.vpt_claims(params, metrics, numeric, claims, pub_rows, tasks, groups)
+    verdicts = vpt_claims(params, metrics, numeric, claims, pub_rows, tasks, groups)
     claims_table = K.write_claims(verdicts, out_dir, L)
     deviations = deviations_from_paper(params)
     (Path(out_dir) / "deviations.md").write_text("# Deviations from the paper\n\n" + "".join(f"- {d}\n" for d in deviations))
@@ -401,10 +362,6 @@ def _paper_compare(pub_rows: list, a: str, b: str) -> dict | None:
             "not_ge": [t for t in common if pa[t] < pb[t]]}
 
 
-def _paper_groups(pub_rows: list, name: str) -> dict:
-    return {g: _value(r) for r in pub_rows if _pub_is(r, name) and (g := _group_of_pub(r))}
-
-
 def _paper_multiplier(pub_rows: list, name: str):
     for r in pub_rows:
         if _pub_is(r, name) and _is_param_row(r):
@@ -517,7 +474,8 @@ def _figure(plt, rows: list, out_dir: str, files: dict, profile: str = "mini", p
         ax.axis("off")
     for ax, g in zip(flat, groups):
         d = df[df["group"] == g]
-        sns.stripplot(data=d, x="method", y="top1", order=order, ax=ax, size=4, alpha=0.6, jitter=0.15, color="0.35")
+        with C.fixed_jitter():
+            sns.stripplot(data=d, x="method", y="top1", order=order, ax=ax, size=4, alpha=0.6, jitter=0.15, color="0.35")
         sns.pointplot(data=d, x="method", y="top1", order=order, ax=ax, errorbar=None, linestyle="none", markers="_", markersize=14, color="C3")
         p = pub[(pub["group"] == g) & pub["method"].isin(order)]
         if len(p):

@@ -296,18 +296,20 @@ def rpo_datasets(params: dict, s: dict) -> tuple[list, list]:
 ALLOW_CPU = "VISPROMPT_ALLOW_CPU"
 
 
-def require_accelerator() -> None:
+def require_accelerator(params: dict | None = None) -> None:
     """The paper profile trains ViT-B/16 and CLIP at the papers' settings: weeks on a CPU. A wrong
     GPU id or a driver too old for the installed CUDA wheels used to fall back to the CPU without
-    a word; now it stops here, before any work, unless ``VISPROMPT_ALLOW_CPU=1`` (a smoke test)."""
+    a word; now it stops here, before any work, unless the params say ``device: cpu`` (or
+    ``VISPROMPT_ALLOW_CPU=1`` is set: a smoke test)."""
     import torch
 
-    if torch.cuda.is_available() or os.environ.get(ALLOW_CPU) == "1":
+    if torch.cuda.is_available() or os.environ.get(ALLOW_CPU) == "1" or (params or {}).get("device") == "cpu":
         return
     raise ConfigError(
         f"the paper profile needs a CUDA GPU and torch sees none (torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none: a CPU-only wheel'}; "
         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). Check `nvidia-smi`, that the driver supports that CUDA version "
-        f"and the GPU ids given to the launcher; to train on the CPU anyway (e.g. a smoke test on fake data) set {ALLOW_CPU}=1")
+        f"and the GPU ids given to the launcher; to train on the CPU anyway (e.g. a smoke test on fake data) put `device: cpu` in the params "
+        f"(or set {ALLOW_CPU}=1)")
 
 
 def check_method(params: dict, paper: str, s: dict) -> None:
@@ -315,7 +317,7 @@ def check_method(params: dict, paper: str, s: dict) -> None:
     from ..data import real
     from ..data.splits import split_file
 
-    require_accelerator()
+    require_accelerator(params)
     backbone_entry(params, paper)
     if paper in ("vpt", "vp"):
         allowed = set(real.VTAB_TASKS) | set(real.FGVC_TASKS) if paper == "vpt" else set(real.VP_TASKS)
