@@ -252,10 +252,11 @@ def prompt_length_figure(params: dict, metrics: dict, out_dir, files: dict, plt)
     df = pd.DataFrame(rows)
     if df.empty or df["prompt length"].isna().all():
         return C.finish_figure(C.empty_figure(f"no VPT prompt-length runs yet ({C.profile_name(params)} profile)"), out_dir, "prompt_length", files)
-    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    fig, ax = plt.subplots(figsize=(6.2, 3.2))
     sns.lineplot(df, x="prompt length", y="test top-1 (%)", hue="method", errorbar="sd", marker="o", err_style="bars", ax=ax)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(df["prompt length"].dropna().unique()), labels=[str(int(v)) for v in sorted(df["prompt length"].dropna().unique())])
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize=8, title_fontsize=8)  # never over a point
     ax.set_title(f"VPT, {C.profile_name(params)} profile: test top-1 vs prompt length\n(mean over {', '.join(t.split('/')[-1] for t in common)}; "
                  "bars: std over seeds)", fontsize=8)
     fig.tight_layout()
