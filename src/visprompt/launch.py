@@ -149,9 +149,9 @@ def launch(params_file: str, papers=PAPERS, only=None, gpus_per_job: float = 1.0
                 why = next((ln.strip() for ln in reversed(str(e).splitlines()) if ln.strip()), type(e).__name__)
                 print(f"[{time.perf_counter() - t0:8.0f} s] FAILED: {job_name(job)}: {why} (log: {logs / (job_name(job) + '.log')})", flush=True)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop every job; finished cells stay in the store
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        print(f"interrupted: {len(pending)} job(s) cancelled; finished cells are kept, run again to resume", flush=True)
+        # No ray.cancel(force=True) per task: racing a task that is finishing, it can abort the driver
+        # (Ray 2.60). Shutting down ends this job, and Ray kills the tasks a job owns when it ends.
+        print(f"interrupted: {len(pending)} job(s) stopped; finished cells are kept, run again to resume", flush=True)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
