@@ -27,7 +27,7 @@ from .data import real
 from .data.download import ManualDownloadRequired
 from .errors import ConfigError
 from .utils import write_json
-from .worlds.paper import SUITE_PAPER, TRANSFORMS, coop_name, manifest_path
+from .worlds.paper import SUITE_PAPER, TRANSFORMS, coop_name, manifest_path, rpo_datasets
 
 PAPERS = ("vpt", "vp", "rpo")
 TEXT_CONTEXT = 77  # CLIP's text context length: K read-only prompts + the class prompt must fit
@@ -192,7 +192,6 @@ def validate(params: dict) -> list[str]:
 
 
 def _check_transforms(transforms, problems: list) -> None:
-
     if not isinstance(transforms, dict):
         problems.append("transforms is missing: one {train: ..., test: ...} per suite (vtab, fgvc, vp, coop); see profiles/paper/params.yaml")
         return
@@ -229,11 +228,9 @@ def status(params: dict, root=None) -> list[dict]:
 def paper_datasets(params: dict) -> dict:
     """Paper -> the datasets its runs read (VPT/VP tasks; RPO's CoOp datasets and DG targets)."""
     r = params.get("rpo") or {}
-    rpo = [*(r.get("base2new") or {}).get("datasets", []), *(r.get("fewshot") or {}).get("datasets", [])]
-    if r.get("dg"):
-        rpo += [r["dg"]["source"], *r["dg"].get("targets", [])]
+    sources, targets = rpo_datasets(params, {"protocols": [p for p in ("base2new", "dg", "fewshot") if r.get(p)]})
     return {"vpt": list((params.get("vpt") or {}).get("tasks") or []), "vp": list((params.get("vp") or {}).get("tasks") or []),
-            "rpo": list(dict.fromkeys(coop_name(d) for d in rpo))}
+            "rpo": sources + targets}
 
 
 def run_data(params: dict, root=None, progress=None, strict: bool | None = None) -> dict:
