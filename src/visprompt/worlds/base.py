@@ -21,6 +21,14 @@ class World:
     def __init__(self, params: dict):
         self.params = params
 
+    @property
+    def device(self):
+        """Where every cell trains and evaluates. The mini world is the CPU on every machine (its
+        numbers are pinned to the CPU's arithmetic: cpu_numerics), even where a GPU is visible."""
+        import torch
+
+        return torch.device("cpu")
+
     def load_vit(self):
         """VPT's frozen ViT (pretrained weights loaded) and its info (``.mean``/``.std``)."""
         raise NotImplementedError

@@ -361,6 +361,16 @@ class PaperWorld(World):
     name = "paper"
     code_modules = ("visprompt.worlds.paper",)
 
+    @property
+    def device(self):
+        """``device`` of the params (``cuda`` unless set); the CPU only when they say so or when
+        the smoke-test escape hatch (``VISPROMPT_ALLOW_CPU=1``) is set and no GPU is visible."""
+        import torch
+
+        require_accelerator(self.params)
+        wanted = self.params.get("device") or ("cuda" if torch.cuda.is_available() or os.environ.get(ALLOW_CPU) != "1" else "cpu")
+        return torch.device(wanted)
+
     def load_vit(self):
         return load_vit(self.params)
 
