@@ -199,3 +199,88 @@ def test_fractional_warmup_and_rpo_constant_warmup_epoch():
     assert lr_at(r, 2, 4) == pytest.approx(lr_at(r, 4, 4))  # cosine per epoch from epoch 1
     r = Recipe.from_dict({"lr": 0.01, "epochs": 5, "warmup_epochs": 1, "warmup_lr": 1e-5, "step_per": "epoch"})
     assert [lr_at(r, i, 3) for i in range(3)] == [1e-5] * 3 and lr_at(r, 3, 3) == pytest.approx(0.01)
+
+
+def test_micro_batches_give_the_whole_batch_step():
+    """Gradient accumulation (``micro_batch``) is the same optimisation to fp32 rounding."""
+    recipe = {**RECIPE, "augment": "none", "epochs": 2}
+    whole, micro = TinyNet(), TinyNet()
+    micro.drop.p = whole.drop.p = 0.0  # dropout masks would be drawn per micro-batch
+    rw = fit(whole, _data(), recipe, seed=2, progress=False, device="cpu")
+    rm = fit(micro, _data(), {**recipe, "micro_batch": 3}, seed=2, progress=False, device="cpu")
+    assert torch.allclose(whole.head.weight, micro.head.weight, rtol=1e-5, atol=1e-6)
+    assert [h["train_top1"] for h in rw["history"]] == [h["train_top1"] for h in rm["history"]]
+    assert rm["history"][-1]["loss"] == pytest.approx(rw["history"][-1]["loss"], rel=1e-5)
+    with pytest.raises(ConfigError, match="micro_batch must be >= 0"):
+        Recipe.from_dict({"micro_batch": -1})
+
+
+def test_checkpoints_are_written_at_most_every_interval_and_after_the_last_epoch(tmp_path, monkeypatch):
+    import visprompt.train as train
+
+    saved = []
+    real_save = train.save_torch
+    monkeypatch.setattr(train, "save_torch", lambda obj, path: (saved.append(obj["epoch"]), real_save(obj, path)))
+    fit(TinyNet(), _data(), RECIPE, seed=1, checkpoint=tmp_path / "a.pt", progress=False, device="cpu", checkpoint_every_s=1e9)
+    assert saved == [RECIPE["epochs"] - 1]  # a Full fine-tuning cell no longer writes ~1 GB every epoch
+    saved.clear()
+    fit(TinyNet(), _data(), RECIPE, seed=1, checkpoint=tmp_path / "b.pt", progress=False, device="cpu", checkpoint_every_s=0)
+    assert saved == list(range(RECIPE["epochs"]))
+
+
+class _RandomItems(torch.utils.data.Dataset):
+    """An on-disk-like dataset (no ``tensors()``) whose items draw from torch's RNG, as random crops do."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return torch.rand(3) + i, i % 2
+
+
+def test_on_disk_augmentations_depend_on_the_epoch_seed_only():
+    """Per-item seeds: the same batches with 0 or 2 persistent workers, in every repetition of an
+    epoch, different across epochs; the caller's RNG is left as it was."""
+    from visprompt.train import _Batches
+
+    def batches(workers, seed):
+        b = _Batches(_RandomItems(), 4, shuffle=True, num_workers=workers)
+        return [x for x, _ in b.epoch(seed)], b
+
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    plain, b0 = batches(0, 7)
+    assert torch.equal(torch.random.get_rng_state(), before)  # dropout draws are not disturbed
+    again = [x for x, _ in b0.epoch(7)]
+    other = [x for x, _ in b0.epoch(8)]
+    with_workers, _ = batches(2, 7)
+    assert all(torch.equal(a, b) for a, b in zip(plain, again)) and all(torch.equal(a, b) for a, b in zip(plain, with_workers))
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(plain, other))
+
+
+def test_records_say_where_and_in_what_precision_a_run_computed():
+    r = fit(TinyNet(), _data(), {**RECIPE, "epochs": 1}, seed=1, progress=False, device="cpu")
+    assert r["device"] == "cpu" and r["device_count"] == 1 and r["precision"] == "fp32" and r["device_name"]
+
+
+def test_the_mini_world_computes_on_the_cpu_even_where_a_gpu_is_visible(monkeypatch):
+    from visprompt.config import load_params
+    from visprompt.worlds import world_for
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert world_for(load_params("params.yaml")).device == torch.device("cpu")
+
+
+def test_the_paper_world_computes_where_its_params_say(monkeypatch):
+    from visprompt.config import load_params
+    from visprompt.worlds.paper import ALLOW_CPU, PaperWorld
+
+    params = load_params("profiles/paper/params.yaml")
+    monkeypatch.delenv(ALLOW_CPU, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        PaperWorld(params).device  # noqa: B018 (no silent CPU fallback)
+    assert PaperWorld({**params, "device": "cpu"}).device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert PaperWorld({**params, "device": "cpu"}).device == torch.device("cpu")  # said explicitly: even beside a GPU
+    assert PaperWorld(params).device == torch.device("cuda")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .cells import CellStore, fingerprint
@@ -34,8 +35,8 @@ from .codehash import code_hash
 from .config import section
 from .errors import ConfigError, unknown_name
 from .methods.registry import create_method, get_method_spec, list_methods
-from .outputs import cells_frame, flat_metrics, history_rows, output_paths, summarise, write_outputs  # noqa: F401 (the notebooks' API)
-from .train import Recipe, evaluate, fit
+from .outputs import cells_frame, compute_summary, flat_metrics, history_rows, output_paths, summarise, write_outputs  # noqa: F401 (the notebooks' API)
+from .train import Recipe, device_record, evaluate, fit
 from .utils import bars_off, environment_info, first_within, harmonic_mean, seed_everything, set_threads
 from .worlds import World, world_for
 
@@ -161,17 +162,22 @@ def _build(paper: str, method: str, backbone_bundle, num_classes: int, classname
     return create_method(method, copy.deepcopy(clip), tokenizer, list(classnames), **cfg)
 
 
-def train_and_eval(model, train, evals: dict, recipe: dict, seed: int, trainable: bool, val=None, checkpoint=None, progress=False, desc="train") -> dict:
-    """Fit (or, for probes/zero-shot, fit_probe / nothing) then evaluate on each named split."""
+def train_and_eval(model, train, evals: dict, recipe: dict, seed: int, trainable: bool, val=None, checkpoint=None, progress=False, desc="train",
+                   device=None) -> dict:
+    """Fit (or, for probes/zero-shot, fit_probe / nothing) then evaluate on each named split, on
+    ``device`` (the world's; default the CPU)."""
     t0 = time.perf_counter()
+    device = torch.device(device or "cpu")
+    model.to(device)
     record = {"seed": seed}
     if hasattr(model, "fit_probe"):
         record["probe"] = model.fit_probe(train, val if val is not None else train)
     elif trainable and any(p.requires_grad for p in model.parameters()):
-        rec = fit(model, train, recipe, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc)
+        rec = fit(model, train, recipe, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc, device=device)
         record.update({k: rec[k] for k in ("history", "plateau", "train_time_s", "train_images_per_s", "features_cached", "peak_memory_mb", "peak_memory_kind", "recipe", "epochs_run")})
         if checkpoint and Path(checkpoint).is_file():
             Path(checkpoint).unlink()  # the cell record replaces it
+    record.update(device_record(device, amp=device.type == "cuda" and bool((recipe or {}).get("amp", True))))
     from .utils import count_parameters
 
     record["params"] = count_parameters(model)
@@ -215,7 +221,7 @@ def _select(world: World, store, s, task, train, val, backbone, classnames, prog
 
         def make():
             model = _build(s["paper"], s["method"], backbone, len(classnames), classnames, {**s["cfg"], **c_over}, seed, world.dataset_template(task))
-            return train_and_eval(model, train, {"val": (val, None)}, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
+            return train_and_eval(model, train, {"val": (val, None)}, {**s["recipe"], **r_over}, seed, s["trainable"], val=val, device=world.device,
                                   checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{task} select {point}")
 
         rec, _ = store.compute(cell, fp, make)
@@ -265,7 +271,7 @@ def _run_supervised(params, world: World, s, backbone, progress: bool, store, wa
 
             def make():
                 model = _build(s["paper"], s["method"], backbone, len(classnames), classnames, {**s["cfg"], **c_over}, seed, world.dataset_template(key))
-                rec = train_and_eval(model, final, evals, {**s["recipe"], **r_over}, seed, s["trainable"], val=val,
+                rec = train_and_eval(model, final, evals, {**s["recipe"], **r_over}, seed, s["trainable"], val=val, device=world.device,
                                      checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{key} seed {seed}")
                 rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split, "num_classes": len(classnames)})
                 if hasattr(model, "prompter"):
@@ -374,7 +380,8 @@ def _run_rpo(params, world: World, s, backbone, progress: bool, store, wanted=No
             cfg = {**s["cfg"], **(over.get("cfg") or {}), **((ds_over or {}).get("cfg") or {})}
             recipe = {**s["recipe"], **(over.get("recipe") or {}), **((ds_over or {}).get("recipe") or {})}
             model = _build("rpo", s["method"], backbone, len(classnames), classnames, cfg, seed, world.dataset_template(key))
-            rec = train_and_eval(model, train, evals, recipe, seed, s["trainable"], val=val, checkpoint=store.checkpoint(cell, fp), progress=progress, desc=cell)
+            rec = train_and_eval(model, train, evals, recipe, seed, s["trainable"], val=val, device=world.device,
+                                 checkpoint=store.checkpoint(cell, fp), progress=progress, desc=cell)
             if protocol == "base2new":
                 rec["hm"] = harmonic_mean(rec["base_top1"], rec["new_top1"])
             rec.update({"protocol": protocol, "dataset": dataset, "shots": shots, "train_images": len(train)})
@@ -471,5 +478,6 @@ def run_method(params: dict, paper: str, method: str, progress: bool | None = No
         "cells_trained": store.trained,  # selection cells included
         "cells_reused": store.reused,
         "computed_at": max((r["computed_at"] for r in store.served if r.get("computed_at")), default=None),  # the newest cell
-        "environment": environment_info(),
+        "compute": compute_summary(cells),
+        "environment": environment_info(world.device),
     }

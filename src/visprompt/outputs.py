@@ -28,6 +28,17 @@ def summarise(cells: list) -> dict:
     return out
 
 
+def compute_summary(cells: list) -> dict:
+    """Where a run's cells were computed: each distinct device name, count and precision, with how
+    many cells each (a run replayed from a cell store may mix machines)."""
+    seen: dict = {}
+    for c in cells:
+        if "device" in c:
+            key = (c["device"], c.get("device_name"), c.get("device_count"), c.get("precision"))
+            seen[key] = seen.get(key, 0) + 1
+    return {"devices": [{"device": d, "device_name": n, "device_count": k, "precision": p, "cells": m} for (d, n, k, p), m in seen.items()]}
+
+
 def flat_metrics(result: dict) -> dict:
     """A run's few headline numbers, the same keys for every run of a paper (a DVC ``metrics:``
     file: ``dvc metrics show`` and ``dvc exp show`` print one column per key, so they stay short).

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import resource
 import time
 import warnings
@@ -53,6 +54,7 @@ class Recipe:
     step_per: str = "step"  # schedule granularity: 'step' or 'epoch'
     augment: str = "none"  # batched augmentation for in-memory datasets
     grad_clip: float | None = None
+    micro_batch: int = 0  # > 0: accumulate gradients over micro-batches of this size (a batch that does not fit)
     amp: bool = True  # bf16 autocast when running on CUDA (never on CPU)
     num_workers: int = 0  # DataLoader workers for on-disk (paper) datasets
 
@@ -79,6 +81,7 @@ class Recipe:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.warmup_epochs >= 0 and self.warmup_steps >= 0, "warmup must be >= 0"),
+            (self.micro_batch >= 0, f"micro_batch must be >= 0 (0: the whole batch at once), got {self.micro_batch}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -116,6 +119,10 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
 # A run has converged when the last PLATEAU_WINDOW of its epochs lowered the training loss by less
 # than PLATEAU_REL (relative) or PLATEAU_ABS (nats, for losses already near zero).
 PLATEAU_WINDOW, PLATEAU_REL, PLATEAU_ABS = 0.2, 0.02, 0.01
+
+# Per-epoch checkpoints cost a write of the trainable state (Full fine-tuning of ViT-B: ~1 GB with
+# AdamW's moments); every 10 minutes bounds the loss from a kill at 10 minutes of one cell.
+CHECKPOINT_EVERY_S = 600.0
 
 
 def plateau(history: list) -> dict:
@@ -168,8 +175,53 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> tor
     return torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
 
 
+class _EpochSampler(torch.utils.data.Sampler):
+    """Indices of one epoch, each paired with its own RNG seed: ``(i, seed)``.
+
+    The order is a permutation drawn from the epoch's seed; the seed of an item decides its random
+    crop and flip (:class:`_SeededItems`), so an on-disk dataset's augmentations depend only on
+    (run seed, epoch, position) — not on the number of DataLoader workers, nor on whether the run
+    was resumed — and the workers can live across epochs.
+    """
+
+    def __init__(self, n: int, shuffle: bool):
+        self.n, self.shuffle, self.seed = n, shuffle, 0
+
+    def set_epoch(self, seed: int) -> None:
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(self.n, generator=g) if self.shuffle else torch.arange(self.n)
+        return iter([(int(i), _epoch_seed(self.seed, k + 1)) for k, i in enumerate(order.tolist())])
+
+
+class _SeededItems(torch.utils.data.Dataset):
+    """``dataset[i]`` drawn with torch's RNG seeded by the sampler's item seed (the caller's RNG
+    state is restored afterwards: dropout draws in the main process are not disturbed)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        i, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[i]
+
+
 class _Batches:
-    """Yields (x, y) batches from an in-memory tensor split or a DataLoader, reproducibly per epoch."""
+    """Yields (x, y) batches from an in-memory tensor split or a DataLoader, reproducibly per epoch.
+
+    An on-disk dataset gets one DataLoader for the whole run (persistent workers: no process
+    start-up per epoch) fed by :class:`_EpochSampler`.
+    """
 
     def __init__(self, data, batch_size: int, shuffle: bool, num_workers: int = 0):
         # an on-disk dataset may say how many decoding processes it wants (paper profile: data.workers)
@@ -177,24 +229,30 @@ class _Batches:
         self.batch_size, self.shuffle, self.num_workers = batch_size, shuffle, num_workers
         self.data = data
         self.tensors = data.tensors() if callable(getattr(data, "tensors", None)) else None
+        self.loader = None
 
     def __len__(self) -> int:
         n = len(self.tensors[1]) if self.tensors is not None else len(self.data)
         return math.ceil(n / self.batch_size)
 
     def epoch(self, seed: int):
-        g = torch.Generator().manual_seed(seed)
         if self.tensors is not None:
+            g = torch.Generator().manual_seed(seed)
             x, y = self.tensors
             order = torch.randperm(len(y), generator=g) if self.shuffle else torch.arange(len(y))
             for i in range(0, len(y), self.batch_size):
                 idx = order[i : i + self.batch_size]
                 yield x[idx], y[idx]
-        else:
-            loader = torch.utils.data.DataLoader(
-                self.data, batch_size=self.batch_size, shuffle=self.shuffle, generator=g, num_workers=self.num_workers, pin_memory=torch.cuda.is_available()
+            return
+        if self.loader is None:  # its own generator: the loader's draws never touch the global RNG (dropout)
+            self.loader = torch.utils.data.DataLoader(
+                _SeededItems(self.data), batch_size=self.batch_size, sampler=_EpochSampler(len(self.data), self.shuffle),
+                num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+                generator=torch.Generator(),
             )
-            yield from loader
+        self.loader.generator.manual_seed(seed)
+        self.loader.sampler.set_epoch(seed)
+        yield from self.loader
 
 
 class _FeatureData:
@@ -217,6 +275,30 @@ def encode_split(model, data, batch_size: int = 256, device=None) -> _FeatureDat
         feats.append(model.encode_frozen(x.to(device)))
         labels.append(y.to(device))
     return _FeatureData(torch.cat(feats), torch.cat(labels))
+
+
+def _accumulate(forward, x: torch.Tensor, y: torch.Tensor, micro: int, use_amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward one batch in micro-batches of ``micro`` rows; the gradients add up to
+    the whole batch's mean-loss gradient (each micro-batch's summed loss is divided by the batch
+    size). Returns the batch's mean loss and its logits, detached."""
+    losses, logits = [], []
+    for xs, ys in zip(x.split(micro), y.split(micro)):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = forward(xs)
+        loss = F.cross_entropy(out.float(), ys, reduction="sum") / len(y)
+        loss.backward()
+        losses.append(loss.detach())
+        logits.append(out.detach())
+    return torch.stack(losses).sum(), torch.cat(logits)
+
+
+def device_record(device: torch.device, amp: bool) -> dict:
+    """Where a run computed and in what precision (every cell's record and metrics carry it)."""
+    if device.type == "cuda":
+        name, count = torch.cuda.get_device_name(device), torch.cuda.device_count()
+    else:
+        name, count = platform.processor() or platform.machine(), 1
+    return {"device": str(device), "device_name": name, "device_count": count, "precision": "bf16 autocast" if amp else "fp32"}
 
 
 def _trainable_state(model: torch.nn.Module) -> dict:
@@ -260,12 +342,14 @@ def fit(
     progress: bool | None = None,
     desc: str = "train",
     stop_after_epoch: int | None = None,
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S,
 ) -> dict:
     """Train ``model``'s trainable parameters on ``train_data``; return the training record.
 
-    ``checkpoint``: a file updated after every epoch with the trainable state, optimizer state and
-    history; if it exists when ``fit`` starts, training resumes after its last epoch (a finished
-    run resumes to nothing). ``stop_after_epoch`` simulates an interruption (used by the tests).
+    ``checkpoint``: a file holding the trainable state, optimizer state and history, written after
+    the first epoch that ends ``checkpoint_every_s`` after the last write, and after the last epoch;
+    if it exists when ``fit`` starts, training resumes after its epoch (a finished run resumes to
+    nothing). ``stop_after_epoch`` simulates an interruption (used by the tests).
     """
     recipe = recipe if isinstance(recipe, Recipe) else Recipe.from_dict(recipe)
     device = torch.device(device) if device is not None else default_device()
@@ -292,7 +376,7 @@ def fit(
         start_epoch, history = state["epoch"] + 1, state["history"]
 
     n_images = 0
-    t0 = time.perf_counter()
+    t0 = saved_at = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     bar = tqdm(range(start_epoch, recipe.epochs), desc=desc, disable=bars_off(progress), leave=False, mininterval=2.0)
@@ -310,11 +394,14 @@ def fit(
             if not cache:
                 x = augment_batch(x, recipe.augment, aug_gen)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = forward(x)
-            loss = F.cross_entropy(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if recipe.micro_batch and recipe.micro_batch < len(y):
+                loss, logits = _accumulate(forward, x, y, recipe.micro_batch, use_amp)
+            else:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits = forward(x)
+                loss = F.cross_entropy(logits.float(), y)
+                loss.backward()
             if recipe.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], recipe.grad_clip)
             optimizer.step()
@@ -325,9 +412,12 @@ def fit(
         epoch_loss, epoch_top1 = loss_sum.item() / seen, 100.0 * correct.item() / seen
         history.append({"epoch": epoch, "loss": epoch_loss, "train_top1": epoch_top1, "lr": optimizer.param_groups[0]["lr"]})
         bar.set_postfix(loss=f"{epoch_loss:.3f}", acc=f"{epoch_top1:.1f}")
-        if ckpt_path:
+        stopping = stop_after_epoch is not None and epoch >= stop_after_epoch
+        last = epoch == recipe.epochs - 1 or stopping
+        if ckpt_path and (last or time.perf_counter() - saved_at >= checkpoint_every_s):
             save_torch({"epoch": epoch, "model": _trainable_state(model), "optimizer": optimizer.state_dict(), "history": history, "recipe": asdict(recipe), "seed": seed}, ckpt_path)
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            saved_at = time.perf_counter()
+        if stopping:
             break
     elapsed = time.perf_counter() - t0
     peak, peak_kind = _peak_memory_mb(device)
@@ -344,7 +434,7 @@ def fit(
         "params": count_parameters(model),
         "recipe": asdict(recipe),
         "seed": seed,
-        "device": str(device),
+        **device_record(device, use_amp),
     }
 
 
