@@ -160,6 +160,25 @@ def test_cocoop_with_zero_meta_net_equals_coop(mini):
         assert not torch.allclose(text[0], text[1])
 
 
+def test_cocoop_evaluation_in_chunks_equals_one_pass(mini, monkeypatch):
+    """Evaluation splits the (image x class) text sequences into chunks (ImageNet at batch 256
+    would otherwise hold 256,000 of them); the logits are the same."""
+    import visprompt.methods.cocoop as cocoop_module
+
+    clip, tok = mini
+    model = CoCoOp(clip, tok, CLASSES)
+    images = _images(clip, 5)
+    with torch.no_grad():
+        model.meta_net[2].weight.normal_()
+        whole = model(images)
+        monkeypatch.setattr(cocoop_module, "EVAL_TEXT_ROWS", 2 * len(CLASSES))  # two images per pass
+        passes = []
+        monkeypatch.setattr(model, "_logits", lambda f, real=model._logits: (passes.append(len(f)), real(f))[1])
+        chunked = model(images)
+    assert passes == [2, 2, 1]
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
 # --- linear probe -----------------------------------------------------------------------------
 
 

@@ -20,6 +20,8 @@ from ..utils import freeze
 from .coop import PromptContext, run_text_tower
 from .registry import register_method
 
+EVAL_TEXT_ROWS = 4096  # the mini profile's largest evaluation batch (256 images x 16 classes) runs in one pass
+
 
 class CoCoOp(nn.Module):
     """Frozen CLIP + shared context + meta-net bias conditioned on each image."""
@@ -61,6 +63,15 @@ class CoCoOp(nn.Module):
         return F.normalize(t, dim=-1).view(B, n_cls, -1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits; without autograd (evaluation) the images go through in chunks of at most
+        EVAL_TEXT_ROWS (image, class) text sequences: at batch 256 on ImageNet one pass would hold
+        256,000 sequences' activations (tens of GB). Training batches are small and unchunked."""
+        n_cls = len(self.classnames)
+        if torch.is_grad_enabled() or features.shape[0] * n_cls <= EVAL_TEXT_ROWS:
+            return self._logits(features)
+        return torch.cat([self._logits(f) for f in features.split(max(1, EVAL_TEXT_ROWS // n_cls))])
+
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
         text = self.text_features(features).to(features.dtype)
         return self.clip.logit_scale.exp() * torch.einsum("bd,bcd->bc", features, text)
 
