@@ -284,3 +284,13 @@ def test_the_paper_world_computes_where_its_params_say(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert PaperWorld({**params, "device": "cpu"}).device == torch.device("cpu")  # said explicitly: even beside a GPU
     assert PaperWorld(params).device == torch.device("cuda")
+
+
+def test_result_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from visprompt.utils import new_file_mode, write_json
+
+    write_json(tmp_path / "r.json", {"a": 1})
+    assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == new_file_mode() != 0o600

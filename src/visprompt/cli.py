@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError, unknown_name
+from .papers import PAPERS
 
-PAPERS = ("vpt", "vp", "rpo")  # = experiments.PAPERS (not imported here: it loads torch, too slow for --help)
 BACKBONES = ("vit", "clip")
 SCRATCH = Path("build/cli")  # default output root of `train`: never the DVC-tracked reports/
 

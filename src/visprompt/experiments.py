@@ -36,11 +36,11 @@ from .config import section
 from .errors import ConfigError, unknown_name
 from .methods.registry import create_method, get_method_spec, list_methods
 from .outputs import cells_frame, compute_summary, flat_metrics, history_rows, output_paths, summarise, write_outputs  # noqa: F401 (the notebooks' API)
+from .papers import PAPERS
 from .train import Recipe, device_record, evaluate, fit
 from .utils import bars_off, environment_info, first_within, harmonic_mean, seed_everything, set_threads
 from .worlds import World, world_for
 
-PAPERS = {"vpt": "vit", "vp": "clip", "rpo": "clip"}
 RPO_PROTOCOLS = ("base2new", "dg", "fewshot")
 SETTING_KEYS = {"method", "cfg", "recipe", "grid", "seeds", "tasks", "protocols", "trainable", "overrides"}
 

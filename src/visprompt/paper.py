@@ -26,10 +26,10 @@ from .backbones.checkpoints import CLIP_MODELS, VIT_IN21K
 from .data import real
 from .data.download import ManualDownloadRequired
 from .errors import ConfigError
+from .papers import PAPERS
 from .utils import write_json
 from .worlds.paper import SUITE_PAPER, TRANSFORMS, coop_name, manifest_path, rpo_datasets
 
-PAPERS = ("vpt", "vp", "rpo")
 TEXT_CONTEXT = 77  # CLIP's text context length: K read-only prompts + the class prompt must fit
 
 

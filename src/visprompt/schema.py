@@ -19,6 +19,7 @@ import math
 from dataclasses import fields
 
 from .errors import ConfigError
+from .papers import PAPERS
 
 
 class Spec:
@@ -214,7 +215,8 @@ def params_spec() -> Map:
         "device": Str(("cuda", "cpu")),
         "data": Map({"root": Str(), "image_size": Int(lo=8), "seed": Int(lo=0), "workers": Int(lo=0),
                      "suites": List(Str(("upstream", "vtab", "fgvc", "vp", "coop", "probe"))), "sizes": Map(extra=Any_()),
-                     "runs": Str(), "split_seed": Int(lo=0), "keep_archives": Bool(), "datasets": List(Str()), "strict": Bool()}),
+                     "runs": Str(), "split_seed": Int(lo=0), "keep_archives": Bool(), "decode_cache": Bool(), "datasets": List(Str()),
+                     "strict": Bool()}),
         "splits": Map({"root": Str(), "datasets": List(Str()), "shots": List(Int(lo=1)), "seeds": SEEDS}, required=("datasets", "shots", "seeds")),
         "backbones": Map({"root": Str(), "reports_dir": Str(), "vit": Map(extra=Any_()), "clip": Map(extra=Any_()),
                           "clip_vp": Map(extra=Any_()), "clip_rpo": Map(extra=Any_()),
@@ -335,12 +337,11 @@ def check_layout(params: dict) -> None:
         for key in ("vit", "clip"):
             if key not in params["backbones"]:
                 raise ConfigError(f"backbones.{key}: missing; the mini profile builds its {NAMES[key]} from it (see params.yaml in the repository)")
-    backbone = {"vpt": "vit", "vp": "clip", "rpo": "clip"}  # = experiments.PAPERS (schema.py does not import the runner)
-    for paper, family in backbone.items():
+    for paper, family in PAPERS.items():
         for run, m in ((params.get(paper) or {}).get("methods") or {}).items():
             spec = get_method_spec(m.get("method", run))
             if spec.family != family:
-                home = [p for p, f in backbone.items() if f == spec.family]
+                home = [p for p, f in PAPERS.items() if f == spec.family]
                 raise ConfigError(f"{paper}.methods.{run}: {spec.name!r} is a {NAMES[spec.family]} method but {paper} runs on the {NAMES[family]}; "
                                   f"move it under {' or '.join(f'{h}.methods' for h in home)}, or choose one of {list_methods(family)}")
     rpo = params.get("rpo")

@@ -123,6 +123,13 @@ def repo_root(start: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(f"no dvc.yaml at or above {here}: open the notebook from inside a visprompt checkout")
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask); mkstemp's temporaries are 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w"):
     """Open a unique temporary file beside ``path`` and rename it over ``path`` once the block
@@ -131,6 +138,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w"):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.fchmod(fd, new_file_mode())  # a result file gets open()'s usual mode, not mkstemp's 0600
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -184,17 +192,22 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def load_into(model: torch.nn.Module, state: dict, path, stage: str, config_key: str) -> None:
-    """``model.load_state_dict(state)``; weights of another shape (params changed after ``stage``
-    ran) are a ConfigError naming the file and the fix."""
+def load_into(model: torch.nn.Module, state: dict, path, stage: str, config_key: str, ignore_prefix: str | None = None) -> None:
+    """``model.load_state_dict(state)``; weights of another shape or with other keys (params
+    changed after ``stage`` ran) are a ConfigError naming the file and the fix. Keys starting with
+    ``ignore_prefix`` may be missing or extra (a pretraining head dropped on purpose)."""
     from .errors import ConfigError
 
+    fix = f"rebuild it with `dvc repro -f {stage}`, or restore the params it was trained with"
     try:
-        model.load_state_dict(state)
+        missing, unexpected = model.load_state_dict(state, strict=ignore_prefix is None)
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        raise ConfigError(f"{path} does not match {config_key} in params ({lines[1] if len(lines) > 1 else lines[0]}); "
-                          f"rebuild it with `dvc repro -f {stage}`, or restore the params it was trained with") from None
+        raise ConfigError(f"{path} does not match {config_key} in params ({lines[1] if len(lines) > 1 else lines[0]}); {fix}") from None
+    missing = [k for k in missing if not k.startswith(ignore_prefix or "")]
+    unexpected = [k for k in unexpected if not k.startswith(ignore_prefix or "")]
+    if missing or unexpected:
+        raise ConfigError(f"{path} does not match {config_key} in params: missing {missing[:5]}, unexpected {unexpected[:5]}; {fix}")
 
 
 def harmonic_mean(a: float, b: float) -> float:

@@ -14,7 +14,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from ..errors import ConfigError
-from ..utils import load_weights
+from ..utils import load_into, load_weights
 from .stem import check_stem, conv_stem
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -101,15 +101,5 @@ def create_vit(cfg: VitConfig | dict) -> VisionTransformer:
 
 def load_state(model: torch.nn.Module, path: str | Path) -> None:
     """Load a state dict saved by the backbones stage, with a clear error if it is missing."""
-    state = load_weights(path, "backbone_vit")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shapes of another config (params changed after the backbone stage ran)
-        raise ConfigError(f"{path} does not match backbones.vit in params ({str(e).splitlines()[1].strip()}); "
-                          "rebuild it with `dvc repro -f backbone_vit`, or restore the params it was trained with") from None
-    # The pretraining head is dropped on purpose; anything else missing is a real mismatch.
-    missing = [k for k in missing if not k.startswith("head.")]
-    unexpected = [k for k in unexpected if not k.startswith("head.")]
-    if missing or unexpected:
-        raise ConfigError(f"{path} does not match backbones.vit in params: missing {missing[:5]}, unexpected {unexpected[:5]}; "
-                          "rebuild it with `dvc repro -f backbone_vit`, or restore the params it was trained with")
+    # the pretraining head is dropped on purpose; anything else missing is a real mismatch
+    load_into(model, load_weights(path, "backbone_vit"), path, "backbone_vit", "backbones.vit", ignore_prefix="head.")

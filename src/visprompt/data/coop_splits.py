@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..utils import atomic_write
 
 SPLITS = ("train", "val", "test")
 
@@ -76,11 +75,8 @@ def write_split(path, splits: dict) -> Path:
     """Write ``{split: [(relpath, label, classname)]}`` in CoOp's format, atomically."""
     path = Path(path)
     data = {s: [[str(r).replace("\\", "/"), int(l), str(c)] for r, l, c in _check_items([list(x) for x in splits[s]], s)] for s in SPLITS}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path) as f:
         json.dump(data, f, indent=4, separators=(",", ": "))
-    os.replace(tmp, path)
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..utils import read_json, write_json
+from ..utils import new_file_mode, read_json, write_json
 from .base import TensorImageDataset
 
 FORMAT_VERSION = 1
@@ -42,6 +42,7 @@ def write_dataset(root, key: str, splits: dict, manifest: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=npz.parent, prefix=npz.stem, suffix=".tmp.npz")
     os.close(fd)
     np.savez(tmp, **arrays)
+    os.chmod(tmp, new_file_mode())
     os.replace(tmp, npz)
     manifest = {**manifest, "format_version": FORMAT_VERSION, "splits": {s: int(len(d["labels"])) for s, d in splits.items()}}
     write_json(man, manifest)
