@@ -34,8 +34,7 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError
-
-PAPERS = ("vpt", "vp", "rpo")
+from .papers import PAPERS
 
 
 def plan(params: dict, papers=PAPERS, only=None) -> list[dict]:
