@@ -799,6 +799,10 @@ def test_paper_params_validate_and_unknown_names_are_listed():
     bad = {**params, "rpo": {**params["rpo"], "methods": {"rpo": {"cfg": {"K": 200}}}}}
     with pytest.raises(ConfigError, match="K=200"):
         paper.validate(bad)
+    # another architecture (a small one for a CPU smoke run) is a warning, as in the train stages, not an error
+    small = {**params, "backbones": {**params["backbones"], "vit": {**params["backbones"]["vit"], "arch": "vit_tiny_patch16_224"}}}
+    with pytest.warns(UserWarning, match="vpt.backbone arch 'vit_tiny_patch16_224' is not the paper's.*not a replication"):
+        assert paper.validate(small) == names
     with pytest.raises(ConfigError, match="mini"):
         paper.run_data(params, root="data/mini")
 
