@@ -728,3 +728,15 @@ def test_a_manual_download_in_the_wrong_folder_is_found_and_the_destination_name
         real.prepare("fgvc/nabirds", root)
     says(str(e.value), f"put it at: {root / 'nabirds' / 'nabirds.tar.gz'}", f"found {misplaced}", "move it there")
     assert sorted(root.rglob("*")) == before and misplaced.read_bytes() == b"the user's download"
+
+
+def test_an_rpo_run_without_the_fewshot_protocol_does_not_need_the_fewshot_seeds():
+    """Regression: check_method asked splits.seeds for rpo.fewshot.seeds even when the run does
+    not run the few-shot protocol."""
+    p = copy.deepcopy(load_params("params.yaml"))
+    p["rpo"]["methods"]["coop"]["protocols"] = ["base2new"]
+    p["rpo"]["fewshot"]["seeds"] = [99]
+    experiments.check_method(p, "rpo", "coop")  # no error: the few-shot seeds are not used
+    p["rpo"]["methods"]["coop"]["protocols"] = ["base2new", "fewshot"]
+    with pytest.raises(ConfigError, match=r"rpo needs seeds \[99\]"):
+        experiments.check_method(p, "rpo", "coop")

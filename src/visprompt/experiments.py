@@ -132,7 +132,7 @@ def cell_code_modules(world: World, method: str) -> tuple[list, list]:
     and the world's own module by themselves. The train stages' DVC deps list the same files."""
     spec = get_method_spec(method)
     backbone = "visprompt.backbones.vit" if spec.family == "vit" else "visprompt.backbones.clip"
-    return [spec.builder.__module__, "visprompt.train", "visprompt.data.splits", backbone, *world.code_modules], [__name__, type(world).__module__]
+    return [spec.builder.__module__, "visprompt.train", "visprompt.data.splits", backbone, *world.code_modules], [__name__, "visprompt.papers", type(world).__module__]
 
 
 def cell_code_hash(world: World, method: str) -> str:
@@ -424,7 +424,7 @@ def check_method(params: dict, paper: str, method: str, world: World | None = No
                 needed.add(int(p[proto]["shots"]))
         if needed - split_shots:
             raise ConfigError(f"rpo needs shots {sorted(needed - split_shots)} that splits.shots does not make; add them to splits.shots")
-        seeds = set(s["seeds"]) | {int(x) for x in p.get("fewshot", {}).get("seeds", [])}
+        seeds = set(s["seeds"]) | ({int(x) for x in (p.get("fewshot") or {}).get("seeds", [])} if "fewshot" in s["protocols"] else set())
         if seeds - split_seeds:
             raise ConfigError(f"rpo needs seeds {sorted(seeds - split_seeds)} that splits.seeds does not make; add them to splits.seeds")
     (world or world_for(params)).check_method(paper, s)
