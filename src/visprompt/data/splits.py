@@ -72,7 +72,8 @@ def check_shots(label_counts: dict, shots_list) -> None:
 def load_split_indices(root, dataset: str, shots: int, seed: int) -> dict:
     path = split_file(root, dataset, shots, seed)
     if not path.is_file():
-        raise ConfigError(f"few-shot split {path} not found; add shots={shots} and seed={seed} to splits in params.yaml and run `dvc repro splits`")
+        raise ConfigError(f"few-shot split {path} not found: run `dvc repro splits` (it makes the samples that splits.datasets, "
+                          f"splits.shots and splits.seeds in params.yaml list; {dataset}, {shots} and {seed} must be among them)")
     try:
         return read_json(path)
     except (ValueError, OSError) as e:  # truncated or not JSON
