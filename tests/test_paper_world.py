@@ -483,6 +483,7 @@ def _ray_processes() -> list:
     return [ln for ln in out.splitlines() if "ray::" in ln or "raylet" in ln or "gcs_server" in ln]
 
 
+@pytest.mark.xdist_group("ray")  # it asserts that no other Ray runs: with pytest-xdist, the tests that start Ray share one worker
 def test_a_killed_launch_leaves_no_worker_and_no_partial_cell_and_resumes(prepared, weights, tmp_path):
     """SIGTERM to the launcher cancels every Ray task and stops Ray's processes; the cells finished
     before stay as they were (whole files only), and a second launch computes only the rest."""
