@@ -26,7 +26,8 @@ import pytest
 import yaml
 
 from test_paper_data import PAPER_PARAMS
-from test_paper_world import (CLIP_ARCH, CLIP_SIZE, DATASETS, VIT_ARCH, VIT_SIZE, _ray_processes, write_fake_datasets,
+from test_paper_world import (CLIP_ARCH, CLIP_SIZE, DATASETS, VIT_ARCH, VIT_SIZE, _ray_processes, ray_processes_after_exit,
+                              write_fake_datasets,
                               write_random_clip, write_random_vit)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,7 @@ def test_paper_pipeline_launch_then_dvc_repro_replays_every_stage(tmp_path):
     store = prof / "data" / "runs"
     cells = {p: p.read_bytes() for p in store.rglob("*.json")}
     assert len(cells) == jobs, sorted(p.name for p in cells)  # each cell computed once
-    assert _ray_processes() == []
+    assert ray_processes_after_exit() == []  # Ray stopped with the launcher
     print(f"launch {time.perf_counter() - t0:.0f} s")
 
     _run(["dvc", "repro"], prof, env)
