@@ -27,8 +27,7 @@ import yaml
 
 from test_paper_data import PAPER_PARAMS
 from test_paper_world import (CLIP_ARCH, CLIP_SIZE, DATASETS, VIT_ARCH, VIT_SIZE, _ray_processes, ray_processes_after_exit,
-                              write_fake_datasets,
-                              write_random_clip, write_random_vit)
+                              write_fake_datasets, write_random_clip, write_random_vit)
 
 ROOT = Path(__file__).resolve().parents[1]
 
