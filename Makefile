@@ -22,8 +22,11 @@ repro: setup
 	dvc repro
 	python -m visprompt summary
 
+# Two pytest-xdist workers (the slow end-to-end tests overlap; the tests that start Ray share one
+# worker: xdist_group "ray"). PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The paper profile (GPU + internet). GPUS=0,1,2,3 first spreads the training over those GPUs
 # (python -m visprompt.launch: one Ray task per job fills the cell store), then dvc repro records

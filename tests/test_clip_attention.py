@@ -18,7 +18,7 @@ import torch
 from open_clip.model import CLIP
 from torch import nn
 
-from visprompt.backbones.clip import create_clip
+from visprompt.backbones.clip import create_clip, get_tokenizer
 from visprompt.backbones.clip_attention import ClipAttention, use_sdpa_attention, use_torch_attention
 from visprompt.methods.rpo import check_rpo_clip
 
@@ -217,11 +217,33 @@ def test_bench_runs_on_mini(tmp_path):
 
     out = tmp_path / "bench.json"
     params = Path(__file__).resolve().parents[1] / "params.yaml"
-    res = main(["--mini", "--params", str(params), "--steps", "pretrain", "coop", "rpo_fast", "vp_pad", "vp_official", "vp_floor",
+    res = main(["--mini", "--params", str(params), "--steps", "pretrain", "coop", "frozen", "rpo_official", "rpo_plain", "rpo_fast", "vp_pad", "vp_official", "vp_floor",
                 "--batch", "2", "--repeats", "1", "--threads", "1", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert set(saved["seconds"]["vp_official"]) == {"torch"} and set(saved["seconds"]["vp_floor"]) == {"sdpa"}  # one cell each
     assert saved["seconds"]["pretrain"]["torch"] > 0 and saved["seconds"]["pretrain"]["sdpa"] > 0
     assert "torch" not in saved["seconds"]["rpo_fast"] and res["seconds"]["coop"]["sdpa"] > 0
+    assert set(saved["seconds"]["rpo_official"]) == {"torch"}
     vit = saved["vit"]["images_per_s"]  # the tiny ViT's steps, attempt 1's ViT beside params.yaml's
     assert set(vit) >= {"full", "vpt_deep", "partial", "partial@images"} and all(v["before"] > 0 and v["now"] > 0 for v in vit.values())
+
+
+def test_the_official_style_rpo_step_computes_the_same_function():
+    """The bench's official-style RPO (OpenAI's sequence-first attention) is a layout, not another
+    model: its logits and prompt gradients equal the plain path's to fp32 rounding."""
+    from visprompt.bench import CLASSES, official_layout
+    from visprompt.methods.rpo import RPO
+
+    torch.manual_seed(0)
+    clip = create_clip({})
+    tok = get_tokenizer({}, clip)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    ours = RPO(copy.deepcopy(clip), tok, CLASSES, K=4, fast=False)
+    official = official_layout(RPO(copy.deepcopy(clip), tok, CLASSES, K=4, fast=False))
+    assert isinstance(official.clip.transformer.resblocks[0].attn, torch.nn.MultiheadAttention)
+    lo, lp = ours(images), official(images)
+    torch.testing.assert_close(lp, lo, rtol=1e-4, atol=1e-5)
+    lo.sum().backward()
+    lp.sum().backward()
+    torch.testing.assert_close(official.text_prompts.grad, ours.text_prompts.grad, rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(official.visual_prompts.grad, ours.visual_prompts.grad, rtol=1e-3, atol=1e-6)

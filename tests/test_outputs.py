@@ -71,3 +71,19 @@ def test_repo_root_is_the_nearest_folder_with_a_dvc_yaml(tmp_path):
     assert repo_root(tmp_path / "profiles" / "paper") == (tmp_path / "profiles" / "paper").resolve()
     with pytest.raises(FileNotFoundError, match="inside a visprompt checkout"):
         repo_root("/")
+
+
+def test_where_cells_ran_is_summarised_per_run_and_shown_in_the_index(tmp_path):
+    from visprompt.index import trained_on
+    from visprompt.outputs import compute_summary
+    from visprompt.utils import write_json
+
+    gpu = {"device": "cuda", "device_name": "NVIDIA H100", "device_count": 8, "precision": "bf16 autocast"}
+    cpu = {"device": "cpu", "device_name": "x86_64", "device_count": 1, "precision": "fp32"}
+    cells = [{"cell": "a", **gpu}, {"cell": "b", **gpu}, {"cell": "c", **cpu}, {"cell": "zero-shot without device"}]
+    summary = compute_summary(cells)
+    assert summary == {"devices": [{**gpu, "cells": 2}, {**cpu, "cells": 1}]}
+    write_json(tmp_path / "vpt" / "full.json", {"compute": summary})
+    write_json(tmp_path / "rpo" / "old.json", {"environment": {"device": "cpu", "device_name": "x86_64"}})  # a record from before
+    assert trained_on(tmp_path) == {"cuda (NVIDIA H100) × 8, bf16 autocast": {"cells": 2, "runs": 1},
+                                    "cpu (x86_64) × 1, fp32": {"cells": 1, "runs": 1}, "cpu (x86_64)": {"cells": None, "runs": 1}}

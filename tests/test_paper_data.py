@@ -870,3 +870,19 @@ def test_decompression_bomb_is_refused_before_filling_the_disk(tmp_path, kind):
         extract(archive, tmp_path / "out", min_cap_bytes=0)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert extract(archive, tmp_path / "ok", min_cap_bytes=0, max_expansion=10_000).is_dir()  # a real archive of that ratio: allowed when said so
+
+
+def test_data_only_prepares_the_datasets_of_the_papers_named(tmp_path, monkeypatch):
+    """`visprompt data --only rpo`: RPO's CoOp datasets first, without waiting for VTAB's downloads."""
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # offline: the first download fails at once and names its dataset
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    params = load_params(PAPER_PARAMS)
+    rpo = paper.paper_datasets(params)["rpo"]
+    with pytest.raises(DownloadError) as e:
+        paper.run_data(params, root=tmp_path / "d", only=["rpo"])
+    n = len(set(rpo) & set(params["data"]["datasets"]))  # the manual ones (ImageNet, ...) are skipped, listed at the end
+    assert f"/{n} (coop/" in str(e.value) and "vtab/" not in str(e.value) and n < len(params["data"]["datasets"])
+    with pytest.raises(ConfigError, match=r"unknown paper\(s\) \['vtp'\]; choose from vpt, vp, rpo"):
+        paper.run_data(params, root=tmp_path / "d", only=["vtp"])

@@ -522,9 +522,10 @@ def test_bench_rpo_runs_on_mini(tmp_path):
     res = main(["--model", "mini", "--batch", "2", "--K", "4", "--classes", "3", "--repeats", "1", "--threads", "1", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["model"] == "mini" and saved["torch_threads"] == 1 and saved["device"] == "cpu"
-    for key in ("frozen", "plain", "fast", "fast_frozen_part"):
+    for key in ("frozen", "plain", "fast", "fast_frozen_part", "fast_text_part"):
         assert saved["seconds"][key] > 0 and saved["cpu_seconds"][key] > 0
     assert res["fast_over_frozen"] == pytest.approx(saved["seconds"]["fast"] / saved["seconds"]["frozen"])
+    assert sum(res["fast_breakdown"].values()) == pytest.approx(res["fast_over_frozen"], abs=0.01)  # the parts add up
     assert res["plain_over_fast"] > 0
 
 

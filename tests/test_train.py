@@ -281,6 +281,9 @@ def test_the_paper_world_computes_where_its_params_say(monkeypatch):
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
         PaperWorld(params).device  # noqa: B018 (no silent CPU fallback)
     assert PaperWorld({**params, "device": "cpu"}).device == torch.device("cpu")
+    monkeypatch.setenv(ALLOW_CPU, "1")
+    assert PaperWorld(params).device == torch.device("cpu")  # the smoke-test escape hatch, without a GPU
+    monkeypatch.delenv(ALLOW_CPU)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert PaperWorld({**params, "device": "cpu"}).device == torch.device("cpu")  # said explicitly: even beside a GPU
     assert PaperWorld(params).device == torch.device("cuda")

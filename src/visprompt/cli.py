@@ -33,8 +33,10 @@ def run_data(args, params: dict) -> dict:
     if params.get("profile") == "paper":
         from . import paper
 
-        result = paper.run_data(params)
+        result = paper.run_data(params, only=[p for p in (getattr(args, "only", None) or "").split(",") if p] or None)
     else:
+        if getattr(args, "only", None):
+            raise ConfigError("data --only: the mini profile renders every dataset in seconds; --only is for the paper profile")
         from . import pipeline
 
         result = pipeline.run_data(params, progress=_progress(args))
@@ -232,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler, **defaults)
         return p
 
-    command("data", run_data, "render the mini datasets (paper profile: download and verify the real ones)")
+    dp = command("data", run_data, "render the mini datasets (paper profile: download and verify the real ones)")
+    dp.add_argument("--only", metavar="PAPERS", help="paper profile: prepare only the datasets these papers read (e.g. rpo or vpt,vp), "
+                    "so one paper can start before the others' downloads; `dvc repro data` prepares them all")
     command("splits", run_splits, "write the few-shot splits that every RPO method shares")
     bb = command("backbones", run_backbones, "pretrain the tiny ViT and/or CLIP backbones")
     bb.add_argument("backbone", nargs="?", choices=(*BACKBONES, "both"), default="both", help="which backbone (default: both)")

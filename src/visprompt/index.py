@@ -119,15 +119,25 @@ def stage_times(root: Path = REPORTS / "records") -> list[tuple[str, float]]:
 
 
 def trained_on(root: Path = REPORTS / "records") -> dict:
-    """``device (name)`` -> number of train-stage runs recorded on it: the paper profile's results
-    say whether they came from a GPU, the mini profile's that they came from the CPU."""
+    """``device (name) x count, precision`` -> ``{"cells", "runs"}`` computed there, from each
+    train-stage record's ``compute`` (every cell says where it ran; a run replayed from a cell store
+    may mix machines). Records written before cells carried it count by run (``cells`` None)."""
     out: dict = {}
     for paper in PAPERS:
         for path in sorted((root / paper).glob("*.json")):
-            env = _read(path).get("environment") or {}
-            if env.get("device"):
-                key = f"{env['device']} ({env.get('device_name') or 'unknown'})"
-                out[key] = out.get(key, 0) + 1
+            rec = _read(path)
+            devices = (rec.get("compute") or {}).get("devices")
+            if not devices:
+                env = rec.get("environment") or {}
+                devices = [{"device": env["device"], "device_name": env.get("device_name"), "cells": None}] if env.get("device") else []
+            for d in devices:
+                key = f"{d['device']} ({d.get('device_name') or 'unknown'})"
+                if d.get("device_count"):
+                    key += f" × {d['device_count']}, {d.get('precision')}"
+                entry = out.setdefault(key, {"cells": None, "runs": 0})
+                entry["runs"] += 1
+                if d.get("cells") is not None:
+                    entry["cells"] = (entry["cells"] or 0) + d["cells"]
     return out
 
 
@@ -279,7 +289,8 @@ def _rest(root: Path, env: dict) -> str:
                      f"lowest single-factor ratio {clip.get('min_single_factor_ratio_to_chance')}× (`reports/records/backbone_clip.json`).")
     devices = trained_on(root / "records")
     if devices:
-        lines += ["", "## Trained on", ""] + [f"- {d}: {n} run(s)" for d, n in devices.items()]
+        lines += ["", "## Trained on", ""] + [f"- {d}: " + (f"{n['cells']} cells in " if n["cells"] is not None else "") + f"{n['runs']} run(s)"
+                                               for d, n in devices.items()]
     times = stage_times(root / "records")
     total = sum(t for _, t in times)
     lines += ["", "## Time", "", f"Sum of stage wall times: **{_fmt_s(total)}** (papermill kernel start-up and DVC overhead not included; "

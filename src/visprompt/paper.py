@@ -234,16 +234,24 @@ def paper_datasets(params: dict) -> dict:
             "rpo": sources + targets}
 
 
-def run_data(params: dict, root=None, progress=None, strict: bool | None = None) -> dict:
+def run_data(params: dict, root=None, progress=None, strict: bool | None = None, only=None) -> dict:
     """Prepare every dataset of ``data.datasets`` in order; write their manifests; return a summary.
 
     A dataset that needs a manual download does not stop the others: they are all prepared, then
     the first one's :class:`ManualDownloadRequired` is raised, listing every such dataset and the
     papers that can train already. Any other error (download failed, corrupt archive) stops at
     once, prefixed with what was completed before it. ``strict`` (default ``data.strict``, true):
-    class counts must be the papers' (false for fake or partial copies).
+    class counts must be the papers' (false for fake or partial copies). ``only``: papers whose
+    datasets alone are prepared (``visprompt data --only rpo``), in ``data.datasets`` order.
     """
     names = validate(params)
+    if only:
+        wanted = paper_datasets(params)
+        unknown = [p for p in only if p not in wanted]
+        if unknown:
+            raise ConfigError(f"data --only: unknown paper(s) {unknown}; choose from {', '.join(wanted)}")
+        keep = {k for p in only for k in wanted[p]}
+        names = [n for n in names if n in keep]
     data = params["data"]
     root = Path(root if root is not None else data["root"])
     problems: list[str] = []

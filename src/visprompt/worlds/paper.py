@@ -10,7 +10,9 @@ functions below are its parts. Both worlds feed the same training and evaluation
   :func:`visprompt.data.real.load` from ``data.root`` once the data stage has prepared it (its
   manifest exists). Items go through ``transforms.<suite>``: the ``train`` rule for the splits a
   model trains on (with augmentation only where the paper's recipe has it), the ``test`` rule for
-  val and test; both end with the backbone's mean/std.
+  val and test; both end with the backbone's mean/std. A split with a deterministic rule is a
+  :class:`DecodedSplit`: its images are decoded once into a cache under ``data.root``
+  (``data.decode_cache: false`` turns that off).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from ..backbones import checkpoints as ck
@@ -210,7 +213,33 @@ class PaperSplit(Dataset):
 
     def subset(self, indices, labels=None, classnames=None) -> "PaperSplit":
         """A view on ``indices`` (optionally relabelled: few-shot samples, base/new halves)."""
-        return PaperSplit(self.data.subset(indices, labels=labels, classnames=classnames), self.transform, self.augmented, self.num_workers)
+        return self._view(self.data.subset(indices, labels=labels, classnames=classnames))
+
+    def _view(self, data) -> "PaperSplit":
+        return PaperSplit(data, self.transform, self.augmented, self.num_workers)
+
+
+class DecodedSplit(PaperSplit):
+    """A :class:`PaperSplit` whose transform is deterministic, so its images are decoded once.
+
+    :meth:`tensors` hands the training loop ``(images, labels)``: images read from a uint8 decode
+    cache under the data root (:mod:`visprompt.data.decode_cache`, built on first use with
+    ``num_workers`` processes) and normalised per batch, bit-identical to ``self[i]``. A subset
+    (few-shot sample, base/new half) has its own item list and so its own cache file.
+    """
+
+    def __init__(self, data, transform, num_workers: int, cache):
+        super().__init__(data, transform, False, num_workers)
+        self.cache = cache
+
+    def _view(self, data) -> "DecodedSplit":
+        return DecodedSplit(data, self.transform, self.num_workers, self.cache)
+
+    def tensors(self):
+        from ..data.decode_cache import open_cache
+
+        images = open_cache(self.data, self.transform, self.cache, self.num_workers)
+        return images, torch.from_numpy(np.array(self.labels, dtype=np.int64))
 
 
 _LOADED: dict = {}  # (root, key, split, seed) -> RealDataset: the file lists are read once per process
@@ -237,8 +266,21 @@ def load_data(params: dict, key: str, split: str, mean, std) -> PaperSplit:
     seed = int((params.get("data") or {}).get("split_seed", 0))
     rule = transform_rule(params, key, split)
     size, interp = _input_size(params, SUITE_PAPER[suite])
-    workers = int((params.get("data") or {}).get("workers", 0) or 0)
-    return PaperSplit(_real(data_root(params), key, split, seed), build_transform(rule, size, mean, std, interp), rule in AUGMENTING, workers)
+    from ..data.decode_cache import CacheSpec
+
+    d = params.get("data") or {}
+    workers = int(d.get("workers", 0) or 0)
+    data, transform = _real(data_root(params), key, split, seed), build_transform(rule, size, mean, std, interp)
+    if rule in AUGMENTING or not d.get("decode_cache", True):
+        return PaperSplit(data, transform, rule in AUGMENTING, workers)
+    return DecodedSplit(data, transform, workers, CacheSpec(data_root(params), key, rule, size, interp, _source_record(params, key)))
+
+
+def _source_record(params: dict, key: str) -> str:
+    """The manifest's record of the task's source files (names, sizes, checksums): part of its decode caches' key."""
+    from ..utils import read_json
+
+    return json.dumps(read_json(manifest_path(data_root(params), key)).get("files", []), sort_keys=True, default=str)
 
 
 def dataset_template(params: dict, key: str) -> str:
@@ -368,7 +410,9 @@ class PaperWorld(World):
         import torch
 
         require_accelerator(self.params)
-        wanted = self.params.get("device") or ("cuda" if torch.cuda.is_available() or os.environ.get(ALLOW_CPU) != "1" else "cpu")
+        wanted = self.params.get("device") or "cuda"
+        if wanted == "cuda" and not torch.cuda.is_available() and os.environ.get(ALLOW_CPU) == "1":
+            wanted = "cpu"  # the smoke-test escape hatch (require_accelerator let it through)
         return torch.device(wanted)
 
     def load_vit(self):

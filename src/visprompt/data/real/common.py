@@ -283,6 +283,22 @@ class RealDataset(Dataset):
             img = self.transform(img)
         return img, int(self.labels[i])
 
+    def item_keys(self, root=None) -> list[str]:
+        """One name per item, in order: its file (relative to ``root`` where it lies below it), else
+        its pool, the pool's reader and size, and its index there. A cache of decoded images is keyed
+        by these, so a different split, subset or order never reads another list's pixels."""
+        prefix = os.path.abspath(root) + os.sep if root is not None else None
+        pool_names = [f"{k}:{type(p.getter).__name__}:{len(p)}" for k, p in enumerate(self._pools)]
+        keys = []
+        for k, j in zip(self._seg.tolist(), self._idx.tolist()):
+            paths = getattr(self._pools[k].getter, "paths", None)
+            if paths is None:
+                keys.append(f"{pool_names[k]}:{j}")
+                continue
+            path = os.path.abspath(paths[j]) if prefix else paths[j]
+            keys.append(f"{k}:{path[len(prefix):] if prefix and path.startswith(prefix) else path}")
+        return keys
+
     def subset(self, indices, labels=None, classnames=None) -> "RealDataset":
         """A view on ``indices`` (optionally relabelled, e.g. for few-shot samples or base/new halves)."""
         indices = np.asarray(indices, dtype=np.int64)
