@@ -343,8 +343,6 @@ def require_accelerator(params: dict | None = None) -> None:
     GPU id or a driver too old for the installed CUDA wheels used to fall back to the CPU without
     a word; now it stops here, before any work, unless the params say ``device: cpu`` (or
     ``VISPROMPT_ALLOW_CPU=1`` is set: a smoke test)."""
-    import torch
-
     if torch.cuda.is_available() or os.environ.get(ALLOW_CPU) == "1" or (params or {}).get("device") == "cpu":
         return
     raise ConfigError(
@@ -407,8 +405,6 @@ class PaperWorld(World):
     def device(self):
         """``device`` of the params (``cuda`` unless set); the CPU only when they say so or when
         the smoke-test escape hatch (``VISPROMPT_ALLOW_CPU=1``) is set and no GPU is visible."""
-        import torch
-
         require_accelerator(self.params)
         wanted = self.params.get("device") or "cuda"
         if wanted == "cuda" and not torch.cuda.is_available() and os.environ.get(ALLOW_CPU) == "1":
