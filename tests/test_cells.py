@@ -206,7 +206,7 @@ def test_subsample_takes_the_first_images_and_the_final_run_their_union():
     assert both.images[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 100, 101] and both.labels.tolist() == [0, 1, 2, 0, 0, 1]
 
 
-@pytest.mark.parametrize("sizes", [{"train": 0}, {"train": "400"}, {"tran": 400}, [400, 100]])
+@pytest.mark.parametrize("sizes", [{"train": 0}, {"train": 2.5}, {"tran": 400}, [400, 100]])
 def test_bad_subsample_fails_before_any_work(sizes):
     import yaml
 

@@ -144,8 +144,8 @@ def test_train_restricts_the_method_and_writes_scratch_metrics(monkeypatch, tmp_
             "--params", PARAMS, "--runs-root", str(tmp_path), "--no-progress"]
     assert cli.main(argv) == 0
     (s, runs_root, progress), = calls
-    assert s["tasks"] == ["vtab/shapes", "vtab/count"]  # params order
-    assert s["seeds"] == [1, 2]  # the pipeline's first seed still selects the grid
+    assert s.tasks == ("vtab/shapes", "vtab/count")  # params order
+    assert s.seeds == (1, 2)  # the pipeline's first seed still selects the grid
     assert (runs_root, progress) == (str(tmp_path), False)
     assert written == [Path("build/cli")]  # scratch, never the DVC-tracked reports/
 

@@ -201,17 +201,34 @@ def test_an_unknown_task_stops_before_any_work(tmp_path, edit, method, parts):
     says(_check_error(tmp_path, edit, "vpt", method), *parts)
 
 
-NOT_SAMPLED = [
-    (_put("rpo", "base2new", "shots", value=32), "rpo needs shots [32] that splits.shots does not make; add them to splits.shots"),
-    (_put("rpo", "fewshot", "shots", value=[1, 3]), "rpo needs shots [3] that splits.shots does not make; add them to splits.shots"),
-    (_put("rpo", "seeds", value=[1, 2, 11]), "rpo needs seeds [11] that splits.seeds does not make; add them to splits.seeds"),
-    (_put("rpo", "fewshot", "seeds", value=[1, 12]), "rpo needs seeds [12] that splits.seeds does not make; add them to splits.seeds"),
+NOT_SAMPLED = [  # the first RPO run in params.yaml (zeroshot) runs every protocol
+    (_put("rpo", "base2new", "shots", value=32), "rpo.methods.zeroshot needs shots [32] that splits.shots does not make; add them to splits.shots"),
+    (_put("rpo", "fewshot", "shots", value=[1, 3]), "rpo.methods.zeroshot needs shots [3] that splits.shots does not make; add them to splits.shots"),
+    (_put("rpo", "seeds", value=[1, 2, 11]), "rpo.methods.zeroshot needs seeds [11] that splits.seeds does not make; add them to splits.seeds"),
+    (_put("rpo", "fewshot", "seeds", value=[1, 12]), "rpo.methods.zeroshot needs seeds [12] that splits.seeds does not make; add them to splits.seeds"),
 ]
 
 
 @pytest.mark.parametrize("edit,message", NOT_SAMPLED, ids=["base2new-shots", "fewshot-shots", "seeds", "fewshot-seeds"])
-def test_rpo_shots_or_seeds_that_splits_do_not_make(tmp_path, edit, message):
-    says(_check_error(tmp_path, edit, "rpo", "rpo"), message)
+def test_rpo_shots_or_seeds_that_splits_do_not_make_stop_at_load(tmp_path, edit, message):
+    says(_load_error(tmp_path, edit), message)
+
+
+def test_an_unknown_dg_target_stops_before_any_work(tmp_path):
+    """A DG target is test-only (no few-shot samples), so the schema cannot know it: the mini world
+    does, before any model is built (it used to fail at the first DG cell, after the base2new ones)."""
+    says(_check_error(tmp_path, _put("rpo", "dg", "targets", value=["objects-v2", "objects-sktch"]), "rpo", "rpo"),
+         "unknown rpo.dg.targets entry 'objects-sktch'", "objects-sketch")
+
+
+def test_an_rpo_override_of_no_protocol_or_dataset_stops_at_load(tmp_path):
+    says(_load_error(tmp_path, _put("rpo", "methods", "rpo", "overrides", value={"fewshots": {"cfg": {"K": 4}}})),
+         "rpo.methods.rpo.overrides.fewshots: not a protocol", "did you mean 'fewshot'")
+
+
+def test_a_grid_key_of_no_recipe_field_or_method_setting_stops_at_load(tmp_path):
+    says(_load_error(tmp_path, _put("vpt", "methods", "vpt_deep", "grid", value={"prompt_lenght": [1, 8]})),
+         "vpt.methods.vpt_deep.grid.prompt_lenght: neither a recipe field nor a setting of 'vpt_deep'", "did you mean 'prompt_length'")
 
 
 PROMPT_TOO_BIG = [
@@ -736,7 +753,9 @@ def test_an_rpo_run_without_the_fewshot_protocol_does_not_need_the_fewshot_seeds
     p = copy.deepcopy(load_params("params.yaml"))
     p["rpo"]["methods"]["coop"]["protocols"] = ["base2new"]
     p["rpo"]["fewshot"]["seeds"] = [99]
+    for run in p["rpo"]["methods"]:
+        p["rpo"]["methods"][run]["protocols"] = ["base2new"]
     experiments.check_method(p, "rpo", "coop")  # no error: the few-shot seeds are not used
     p["rpo"]["methods"]["coop"]["protocols"] = ["base2new", "fewshot"]
-    with pytest.raises(ConfigError, match=r"rpo needs seeds \[99\]"):
+    with pytest.raises(ConfigError, match=r"rpo.methods.coop needs seeds \[99\]"):
         experiments.check_method(p, "rpo", "coop")

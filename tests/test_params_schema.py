@@ -122,3 +122,35 @@ def test_check_command_reports_the_key_and_exits_2(tmp_path, capsys):
     bad.write_text(yaml.safe_dump(params))
     assert cli.main(["check", "--params", str(bad)]) == 2
     assert "vpt.recipe.epochs" in capsys.readouterr().err
+
+
+def test_a_run_s_settings_are_typed_and_frozen():
+    """The runner reads attributes of one frozen object per run, merged from checked params."""
+    import dataclasses
+
+    from visprompt import experiments
+    from visprompt.config import load_params
+
+    params = load_params("params.yaml")
+    s = experiments.method_settings(params, "rpo", "coop")
+    assert s.method == "coop" and s.seeds == (1, 2, 3) and s.protocols == ("base2new", "dg", "fewshot")
+    assert s.layers("fewshot")[1]["epochs"] == 50 and s.layers("base2new")[1]["epochs"] == 200  # the fewshot override only
+    assert s.dg.targets == ("objects-v2", "objects-sketch", "objects-a", "objects-r") and s.fewshot.seeds == tuple(range(1, 11))
+    assert len(s.rpo_jobs()) == 5 * 3 + 3 + 5 * 10
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seeds = (1,)
+    vpt = experiments.method_settings(params, "vpt", "vpt_deep")
+    assert vpt.grid == {"lr": (2.5, 0.5)} and vpt.grid_points() == [{"lr": 2.5}, {"lr": 0.5}] and vpt.subsample is None
+
+
+def test_the_runner_reads_typed_settings_not_the_params_dict():
+    """Structure guard: the experiment runner looks nothing up in the params dict; it validates
+    them once (schema.checked) and reads RunSettings attributes."""
+    import inspect
+
+    from visprompt import experiments
+
+    import re
+
+    source = inspect.getsource(experiments)
+    assert not re.search(r"\bs\[\"|\bsection\(|\bparams\[|\bparams\.get\(", source)

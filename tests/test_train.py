@@ -263,6 +263,31 @@ def test_records_say_where_and_in_what_precision_a_run_computed():
     assert r["device"] == "cpu" and r["device_count"] == 1 and r["precision"] == "fp32" and r["device_name"]
 
 
+def test_a_cell_record_states_the_evaluation_precision_that_predict_used(monkeypatch):
+    """Regression: a zero-shot or probe cell on CUDA said fp32 while ``predict`` evaluated it under
+    bf16 autocast (the record copied fit's rule, not predict's). Here predict's rule is switched
+    on for the CPU: the record must follow it, and the logits must be computed under autocast."""
+    from visprompt import experiments, train
+
+    seen = []
+
+    class Frozen(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2), requires_grad=False)
+
+        def forward(self, x):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return x.flatten(1)[:, :3]
+
+    monkeypatch.setattr(train, "eval_uses_amp", lambda device: True)
+    r = experiments.train_and_eval(Frozen(), None, {"test": (_data(), None)}, Recipe(), seed=1, trainable=False, device="cpu")
+    assert seen and all(seen) and r["precision"] == r["eval_precision"] == "bf16 autocast"
+    monkeypatch.undo()
+    r = experiments.train_and_eval(TinyNet(), _data(), {"test": (_data(), None)}, Recipe.from_dict({**RECIPE, "epochs": 1}), seed=1, trainable=True, device="cpu")
+    assert r["precision"] == r["eval_precision"] == "fp32" and r["history"]
+
+
 def test_the_mini_world_computes_on_the_cpu_even_where_a_gpu_is_visible(monkeypatch):
     from visprompt.config import load_params
     from visprompt.worlds import world_for

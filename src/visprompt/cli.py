@@ -164,15 +164,15 @@ def restrict_method(params: dict, paper: str, run: str, tasks=None, seeds=None, 
     if tasks:
         if paper == "rpo":
             raise ConfigError("rpo runs protocols, not tasks; restrict it with --protocol base2new|dg|fewshot")
-        chosen["tasks"] = _subset(tasks, s["tasks"], "task", _settings_key(params, paper, run, "tasks"))
+        chosen["tasks"] = _subset(tasks, list(s.tasks), "task", _settings_key(params, paper, run, "tasks"))
     if protocols:
         if paper != "rpo":
             raise ConfigError(f"--protocol is for rpo; {paper} runs tasks: restrict it with --task")
-        chosen["protocols"] = _subset(protocols, s["protocols"], "protocol", _settings_key(params, paper, run, "protocols"))
+        chosen["protocols"] = _subset(protocols, list(s.protocols), "protocol", _settings_key(params, paper, run, "protocols"))
     if seeds:
-        chosen["seeds"] = _subset([int(x) for x in seeds], s["seeds"], "seed", _settings_key(params, paper, run, "seeds"))
+        chosen["seeds"] = _subset([int(x) for x in seeds], list(s.seeds), "seed", _settings_key(params, paper, run, "seeds"))
         if paper == "rpo":
-            _check_rpo_fewshot_seeds(params, chosen.get("protocols", s["protocols"]))
+            _check_rpo_fewshot_seeds(params, chosen.get("protocols", list(s.protocols)))
         else:
             _note_selection_seed(s, chosen["seeds"])
     if not chosen:
@@ -203,12 +203,12 @@ def _check_rpo_fewshot_seeds(params: dict, protocols: list) -> None:
         raise ConfigError("--seed restricts rpo.seeds (base2new, dg) but fewshot runs rpo.fewshot.seeds; add --protocol base2new or --protocol dg, or leave out --seed")
 
 
-def _note_selection_seed(settings: dict, seeds: list) -> None:
+def _note_selection_seed(settings, seeds: list) -> None:
     """VPT/VP select the grid with the first seed; say so when that is not the pipeline's."""
-    multi_point = any(len(v) > 1 for v in settings["grid"].values())
-    if multi_point and seeds[0] != settings["seeds"][0]:
-        print(f"note: the grid is selected with seed {seeds[0]}, the pipeline selects with seed {settings['seeds'][0]}; "
-              f"add --seed {settings['seeds'][0]} to reuse its selection", file=sys.stderr)
+    multi_point = any(len(v) > 1 for v in settings.grid.values())
+    if multi_point and seeds[0] != settings.seeds[0]:
+        print(f"note: the grid is selected with seed {seeds[0]}, the pipeline selects with seed {settings.seeds[0]}; "
+              f"add --seed {settings.seeds[0]} to reuse its selection", file=sys.stderr)
 
 
 # --- the parser ----------------------------------------------------------------------------------

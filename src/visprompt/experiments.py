@@ -21,8 +21,8 @@ the same :func:`run_method`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
-import itertools
 import time
 from pathlib import Path
 
@@ -32,79 +32,23 @@ from tqdm.auto import tqdm
 
 from .cells import CellStore, fingerprint
 from .codehash import code_hash
-from .config import section
-from .errors import ConfigError, unknown_name
+from .errors import ConfigError
 from .methods.registry import create_method, get_method_spec, list_methods
 from .outputs import cells_frame, compute_summary, flat_metrics, history_rows, output_paths, summarise, write_outputs  # noqa: F401 (the notebooks' API)
 from .papers import PAPERS
-from .train import Recipe, device_record, evaluate, fit
-from .utils import bars_off, environment_info, first_within, harmonic_mean, seed_everything, set_threads
+from .schema import checked
+from .settings import RPO_PROTOCOLS, RunSettings
+from .train import Recipe, eval_record, evaluate, fit
+from .utils import bars_off, count_parameters, environment_info, first_within, harmonic_mean, seed_everything, set_threads
 from .worlds import World, world_for
-
-RPO_PROTOCOLS = ("base2new", "dg", "fewshot")
-SETTING_KEYS = {"method", "cfg", "recipe", "grid", "seeds", "tasks", "protocols", "trainable", "overrides"}
-
 
 # --- settings ----------------------------------------------------------------------------------
 
 
-def method_settings(params: dict, paper: str, method: str) -> dict:
-    """Merged settings of one method: paper defaults overridden by ``<paper>.methods.<method>``."""
-    if paper not in PAPERS:
-        raise unknown_name("paper", paper, PAPERS)
-    p = section(params, paper)
-    methods = p.get("methods") or {}
-    if method not in methods:
-        raise ConfigError(f"{paper}.methods has no {method!r}; add it to params.yaml or choose one of: {', '.join(methods)}")
-    m = methods[method] or {}
-    unknown = set(m) - SETTING_KEYS
-    if unknown:
-        raise ConfigError(f"{paper}.methods.{method}: unknown keys {sorted(unknown)}; use {', '.join(sorted(SETTING_KEYS))}")
-    registered = m.get("method", method)  # a run name may alias a method with other settings (ablations)
-    spec = get_method_spec(registered)
-    if spec.family != PAPERS[paper]:
-        raise ConfigError(f"method {registered!r} needs a {spec.family} backbone but {paper} uses {PAPERS[paper]}; choose one of {list_methods(PAPERS[paper])}")
-    overrides = m.get("overrides") or {}
-    datasets = _rpo_dataset_names(p) if paper == "rpo" else set()
-    for proto, o in overrides.items():
-        if (proto not in RPO_PROTOCOLS and proto not in datasets) or set(o) - {"cfg", "recipe"}:
-            raise ConfigError(f"{paper}.methods.{method}.overrides: keys must be protocols {RPO_PROTOCOLS} or datasets of them ({', '.join(sorted(datasets))}) with cfg/recipe inside")
-        Recipe.from_dict({**(p.get("recipe") or {}), **(m.get("recipe") or {}), **(o.get("recipe") or {})})
-    recipe = {**(p.get("recipe") or {}), **(m.get("recipe") or {})}
-    Recipe.from_dict(recipe)  # validate now, before any work
-    grid = {**(p.get("grid") or {}), **(m.get("grid") or {})} if m.get("trainable", True) else {}
-    grid = {k: list(v) for k, v in grid.items() if v is not None}
-    cfg = dict(m.get("cfg") or {})
-    for key in grid:
-        if key not in Recipe.__dataclass_fields__ and key not in cfg:
-            raise ConfigError(f"{paper}.methods.{method}.grid key {key!r} is neither a recipe field nor in the method's cfg")
-    return {
-        "paper": paper,
-        "method": registered,
-        "run": method,
-        "overrides": overrides,
-        "cfg": cfg,
-        "recipe": recipe,
-        "grid": grid,
-        "seeds": [int(s) for s in (m.get("seeds") or p.get("seeds") or [1])],
-        "tasks": list(m.get("tasks") or p.get("tasks") or []),
-        "tasks_key": f"{paper}.methods.{method}.tasks" if m.get("tasks") else f"{paper}.tasks",  # where the tasks were listed (messages)
-        "protocols": list(m.get("protocols") or p.get("protocols") or RPO_PROTOCOLS),
-        "trainable": bool(m.get("trainable", True)),
-    }
-
-
-def _rpo_dataset_names(p: dict) -> set:
-    """Datasets named by the RPO protocol sections (keys a method's ``overrides`` may use besides protocols)."""
-    names = set((p.get("base2new") or {}).get("datasets") or []) | set((p.get("fewshot") or {}).get("datasets") or [])
-    if (p.get("dg") or {}).get("source"):
-        names.add(p["dg"]["source"])
-    return {str(n) for n in names}
-
-
-def _grid_points(grid: dict) -> list[dict]:
-    keys = sorted(grid)
-    return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))] or [{}]
+def method_settings(params: dict, paper: str, method: str) -> RunSettings:
+    """Typed settings of one run: paper defaults overridden by ``<paper>.methods.<method>``, from
+    params checked by the schema."""
+    return RunSettings.from_params(checked(params), paper, method)
 
 
 def _split_point(point: dict) -> tuple[dict, dict]:
@@ -132,7 +76,7 @@ def cell_code_modules(world: World, method: str) -> tuple[list, list]:
     and the world's own module by themselves. The train stages' DVC deps list the same files."""
     spec = get_method_spec(method)
     backbone = "visprompt.backbones.vit" if spec.family == "vit" else "visprompt.backbones.clip"
-    return [spec.builder.__module__, "visprompt.train", "visprompt.data.splits", backbone, *world.code_modules], [__name__, "visprompt.papers", type(world).__module__]
+    return [spec.builder.__module__, "visprompt.train", "visprompt.data.splits", backbone, *world.code_modules], [__name__, "visprompt.papers", "visprompt.settings", type(world).__module__]
 
 
 def cell_code_hash(world: World, method: str) -> str:
@@ -162,24 +106,24 @@ def _build(paper: str, method: str, backbone_bundle, num_classes: int, classname
     return create_method(method, copy.deepcopy(clip), tokenizer, list(classnames), **cfg)
 
 
-def train_and_eval(model, train, evals: dict, recipe: dict, seed: int, trainable: bool, val=None, checkpoint=None, progress=False, desc="train",
+def train_and_eval(model, train, evals: dict, recipe: Recipe, seed: int, trainable: bool, val=None, checkpoint=None, progress=False, desc="train",
                    device=None) -> dict:
     """Fit (or, for probes/zero-shot, fit_probe / nothing) then evaluate on each named split, on
-    ``device`` (the world's; default the CPU)."""
+    ``device`` (the world's; default the CPU). ``precision``: the training's (``fit``'s record),
+    else the evaluation's; ``eval_precision``: the evaluation's (``train.predict``'s rule)."""
     t0 = time.perf_counter()
     device = torch.device(device or "cpu")
     model.to(device)
-    record = {"seed": seed}
+    record = {"seed": seed, **eval_record(device)}
+    record["eval_precision"] = record["precision"]
     if hasattr(model, "fit_probe"):
         record["probe"] = model.fit_probe(train, val if val is not None else train)
     elif trainable and any(p.requires_grad for p in model.parameters()):
         rec = fit(model, train, recipe, seed=seed, checkpoint=checkpoint, progress=progress, desc=desc, device=device)
-        record.update({k: rec[k] for k in ("history", "plateau", "train_time_s", "train_images_per_s", "features_cached", "peak_memory_mb", "peak_memory_kind", "recipe", "epochs_run")})
+        record.update({k: rec[k] for k in ("history", "plateau", "train_time_s", "train_images_per_s", "features_cached", "peak_memory_mb", "peak_memory_kind", "recipe", "epochs_run",
+                                           "device", "device_name", "device_count", "precision")})
         if checkpoint and Path(checkpoint).is_file():
             Path(checkpoint).unlink()  # the cell record replaces it
-    record.update(device_record(device, amp=device.type == "cuda" and bool((recipe or {}).get("amp", True))))
-    from .utils import count_parameters
-
     record["params"] = count_parameters(model)
     t1 = time.perf_counter()
     for name, (data, classnames) in evals.items():
@@ -199,13 +143,13 @@ def _select_cell(task: str, point: dict) -> str:
     return f"{task}/select/" + ",".join(f"{k}={v}" for k, v in sorted(point.items()))
 
 
-def _select(world: World, store, s, task, train, val, backbone, classnames, progress, fp_base, wanted=None) -> dict | None:
+def _select(world: World, store, s: RunSettings, task, train, val, backbone, classnames, progress, fp_base, wanted=None) -> dict | None:
     """Grid search on train/val with the first seed; returns the chosen point and all scores
     (None when ``wanted`` leaves a grid point that is not finished yet)."""
-    points = _grid_points(s["grid"])
+    points = s.grid_points()
     if len(points) == 1:
         return {"chosen": points[0], "scores": []}
-    seed = s["seeds"][0]
+    seed = s.seeds[0]
     scores, unfinished = [], False
     for point in points:
         r_over, c_over = _split_point(point)
@@ -220,8 +164,8 @@ def _select(world: World, store, s, task, train, val, backbone, classnames, prog
             continue
 
         def make():
-            model = _build(s["paper"], s["method"], backbone, len(classnames), classnames, {**s["cfg"], **c_over}, seed, world.dataset_template(task))
-            return train_and_eval(model, train, {"val": (val, None)}, {**s["recipe"], **r_over}, seed, s["trainable"], val=val, device=world.device,
+            model = _build(s.paper, s.method, backbone, len(classnames), classnames, {**s.cfg, **c_over}, seed, world.dataset_template(task))
+            return train_and_eval(model, train, {"val": (val, None)}, Recipe.from_dict({**s.recipe, **r_over}), seed, s.trainable, val=val, device=world.device,
                                   checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{task} select {point}")
 
         rec, _ = store.compute(cell, fp, make)
@@ -232,30 +176,30 @@ def _select(world: World, store, s, task, train, val, backbone, classnames, prog
     return {"chosen": best["point"], "scores": scores}
 
 
-def _run_supervised(params, world: World, s, backbone, progress: bool, store, wanted=None) -> list:
+def _run_supervised(world: World, s: RunSettings, backbone, progress: bool, store, wanted=None) -> list:
     """VPT and VP: select on train/val, then each seed on the final training split, test (and the
     world's shifted copy of the test set, where it has one). ``wanted``: compute only these cells."""
     results = []
     mean, std = backbone[-1].mean, backbone[-1].std
-    shifted = world.shifted_tests(s["paper"])
-    bar = tqdm(total=len(s["tasks"]) * len(s["seeds"]), desc=f"{s['paper']}/{s['method']}", disable=bars_off(progress))
-    for key in s["tasks"]:
+    shifted = world.shifted_tests(s.paper)
+    bar = tqdm(total=len(s.tasks) * len(s.seeds), desc=f"{s.paper}/{s.method}", disable=bars_off(progress))
+    for key in s.tasks:
         if wanted is not None and not any(c.startswith(f"{key}/") for c in wanted):
             continue
         train, val, test = (world.load_data(key, sp, mean, std) for sp in ("train", "val", "test"))
-        sizes = section(params, s["paper"]).get("subsample")
+        sizes = s.subsample
         if sizes:  # the first N of train and val, as VTAB-1k takes the first 800/200 (mini CPU budget)
-            train, val = first_n(train, sizes.get("train")), first_n(val, sizes.get("val"))
+            train, val = first_n(train, sizes.train), first_n(val, sizes.val)
         classnames = train.classnames
-        fp_base = [s["method"], s["cfg"], s["recipe"], key, world.backbone_id(s["paper"]), s["code"], *([sizes] if sizes else [])]
+        fp_base = [s.method, s.cfg, s.recipe, key, world.backbone_id(s.paper), s.code, *([s.fingerprinted(sizes)] if sizes else [])]
         sel = _select(world, store, s, key, train, val, backbone, classnames, progress, fp_base, wanted)
-        finals = [f"{key}/seed{seed}" for seed in s["seeds"] if wanted is None or f"{key}/seed{seed}" in wanted]
+        finals = [f"{key}/seed{seed}" for seed in s.seeds if wanted is None or f"{key}/seed{seed}" in wanted]
         if sel is None:
             if finals:
-                raise RuntimeError(f"{s['paper']}/{s['run']} {finals[0]} needs the selection cells of {key} first (plan_cells: 'after')")
+                raise RuntimeError(f"{s.paper}/{s.run} {finals[0]} needs the selection cells of {key} first (plan_cells: 'after')")
             continue
         r_over, c_over = _split_point(sel["chosen"])
-        final_split = world.final_split(s["paper"], key)
+        final_split = world.final_split(s.paper, key)
         if sizes and final_split == "train+val":
             final = concat(train, val)
         else:
@@ -263,15 +207,15 @@ def _run_supervised(params, world: World, s, backbone, progress: bool, store, wa
         evals = {"test": (test, None)}
         if key in shifted:
             evals["shifted_test"] = (world.load_data(shifted[key], "test", mean, std), None)
-        for seed in s["seeds"]:
+        for seed in s.seeds:
             cell = f"{key}/seed{seed}"
             if cell not in finals:
                 continue
             fp = fingerprint(fp_base, sel["chosen"], seed, sorted(evals))
 
             def make():
-                model = _build(s["paper"], s["method"], backbone, len(classnames), classnames, {**s["cfg"], **c_over}, seed, world.dataset_template(key))
-                rec = train_and_eval(model, final, evals, {**s["recipe"], **r_over}, seed, s["trainable"], val=val, device=world.device,
+                model = _build(s.paper, s.method, backbone, len(classnames), classnames, {**s.cfg, **c_over}, seed, world.dataset_template(key))
+                rec = train_and_eval(model, final, evals, Recipe.from_dict({**s.recipe, **r_over}), seed, s.trainable, val=val, device=world.device,
                                      checkpoint=store.checkpoint(cell, fp), progress=progress, desc=f"{key} seed {seed}")
                 rec.update({"task": key, "chosen": sel["chosen"], "selection": sel["scores"], "train_split": final_split, "num_classes": len(classnames)})
                 if hasattr(model, "prompter"):
@@ -306,11 +250,11 @@ def _prompt_image(model, mean, std) -> list:
     return np.round(arr * 255).astype(np.uint8).tolist()
 
 
-def _fewshot_data(params, world: World, dataset: str, shots: int, seed: int, mean, std, classes=None):
+def _fewshot_data(world: World, s: RunSettings, dataset: str, shots: int, seed: int, mean, std, classes=None):
     """Few-shot train/val from the shared split file, optionally restricted to ``classes`` (relabelled)."""
     from .data.splits import load_split_indices
 
-    rec = load_split_indices(section(params, "splits").get("root", "data/splits"), dataset, shots, seed)
+    rec = load_split_indices(s.splits_root, dataset, shots, seed)
     out = []
     for split in ("train", "val"):
         full = world.load_data(f"coop/{dataset}", split, mean, std)
@@ -325,37 +269,21 @@ def _restrict(data, classes):
     return data.subset(keep, labels=np.searchsorted(classes, data.labels[keep]), classnames=[data.classnames[c] for c in classes])
 
 
-def _rpo_jobs(p: dict, s: dict) -> list[tuple]:
-    """Every (protocol, dataset, shots, seed) cell of an RPO-side run, in order."""
-    jobs = []
-    if "base2new" in s["protocols"]:
-        b = p["base2new"]
-        jobs += [("base2new", d, int(b["shots"]), seed) for d in b["datasets"] for seed in s["seeds"]]
-    if "dg" in s["protocols"]:
-        g = p["dg"]
-        jobs += [("dg", g["source"], int(g["shots"]), seed) for seed in s["seeds"]]
-    if "fewshot" in s["protocols"]:
-        f = p["fewshot"]
-        seeds = [int(x) for x in f.get("seeds", s["seeds"])]
-        jobs += [("fewshot", d, int(k), seed) for d in f["datasets"] for k in f["shots"] for seed in seeds]
-    return jobs
-
-
 def _rpo_cell(protocol: str, dataset: str, shots: int, seed: int) -> str:
     return f"{protocol}/{dataset}/shots{shots}/seed{seed}"
 
 
-def _run_rpo(params, world: World, s, backbone, progress: bool, store, wanted=None) -> list:
+def _run_rpo(world: World, s: RunSettings, backbone, progress: bool, store, wanted=None) -> list:
     """RPO and its baselines: every (protocol, dataset, shots, seed) cell (``wanted``: only these)."""
-    p = section(params, "rpo")
     mean, std = backbone[-1].mean, backbone[-1].std
     results = []
-    jobs = [j for j in _rpo_jobs(p, s) if wanted is None or _rpo_cell(*j) in wanted]
-    bar = tqdm(total=len(jobs), desc=f"rpo/{s['method']}", disable=bars_off(progress))
+    jobs = [j for j in s.rpo_jobs() if wanted is None or _rpo_cell(*j) in wanted]
+    bar = tqdm(total=len(jobs), desc=f"rpo/{s.method}", disable=bars_off(progress))
     for protocol, dataset, shots, seed in jobs:
         cell = _rpo_cell(protocol, dataset, shots, seed)
-        ds_over = s["overrides"].get(dataset)  # a dataset override (paper: CoOp's ImageNet epochs) applies after the protocol's
-        fp = fingerprint(s["method"], s["cfg"], s["recipe"], s["overrides"].get(protocol), cell, world.backbone_id("rpo"), p.get(protocol), s["code"], *([ds_over] if ds_over else []))
+        ds_over = s.overrides.get(dataset)  # a dataset override (paper: CoOp's ImageNet epochs) applies after the protocol's
+        fp = fingerprint(s.method, s.cfg, s.recipe, s.fingerprinted(s.overrides.get(protocol)), cell, world.backbone_id("rpo"),
+                         s.fingerprinted(s.protocol(protocol)), s.code, *([s.fingerprinted(ds_over)] if ds_over else []))
 
         def make():
             key = f"coop/{dataset}"
@@ -363,24 +291,22 @@ def _run_rpo(params, world: World, s, backbone, progress: bool, store, wanted=No
             names = test.classnames
             if protocol == "base2new":
                 base, new = world.base_new_classes(key)
-                train, val = _fewshot_data(params, world, dataset, shots, seed, mean, std, classes=base)
+                train, val = _fewshot_data(world, s, dataset, shots, seed, mean, std, classes=base)
                 evals = {"base": (_restrict(test, base), [names[c] for c in base]), "new": (_restrict(test, new), [names[c] for c in new])}
                 classnames = [names[c] for c in base]
             else:
-                train, val = _fewshot_data(params, world, dataset, shots, seed, mean, std)
+                train, val = _fewshot_data(world, s, dataset, shots, seed, mean, std)
                 classnames = names
                 evals = {"test": (test, names)}
                 if protocol == "dg":
-                    for target in p["dg"]["targets"]:
+                    for target in s.dg.targets:
                         # scored over the target's own classes: ImageNet-A/-R hold 200 of ImageNet's 1,000
                         # (CoOp's rule); the mini copies have exactly the source's classes
                         tgt = world.load_data(f"coop/{target}", "test", mean, std)
                         evals[target] = (tgt, list(tgt.classnames))
-            over = s["overrides"].get(protocol) or {}
-            cfg = {**s["cfg"], **(over.get("cfg") or {}), **((ds_over or {}).get("cfg") or {})}
-            recipe = {**s["recipe"], **(over.get("recipe") or {}), **((ds_over or {}).get("recipe") or {})}
-            model = _build("rpo", s["method"], backbone, len(classnames), classnames, cfg, seed, world.dataset_template(key))
-            rec = train_and_eval(model, train, evals, recipe, seed, s["trainable"], val=val, device=world.device,
+            cfg, recipe = s.layers(protocol, dataset)
+            model = _build("rpo", s.method, backbone, len(classnames), classnames, cfg, seed, world.dataset_template(key))
+            rec = train_and_eval(model, train, evals, Recipe.from_dict(recipe), seed, s.trainable, val=val, device=world.device,
                                  checkpoint=store.checkpoint(cell, fp), progress=progress, desc=cell)
             if protocol == "base2new":
                 rec["hm"] = harmonic_mean(rec["base_top1"], rec["new_top1"])
@@ -395,39 +321,21 @@ def _run_rpo(params, world: World, s, backbone, progress: bool, store, wanted=No
     return results
 
 
-def log_cell(bar, s: dict, cell: str, rec: dict, done: int, reused: bool) -> None:
+def log_cell(bar, s: RunSettings, cell: str, rec: dict, done: int, reused: bool) -> None:
     """One line per finished cell (``paper/method i/N cell: metric (trained T s | reused)``): the
     progress a papermill stage shows on the terminal (``--stdout-file``), and the notebook's log."""
     shown = [f"{k.removesuffix('_top1')} {rec[k]:.1f}" for k in ("test_top1", "base_top1", "new_top1", "hm") if isinstance(rec.get(k), (int, float))]
     when = "reused" if reused else f"trained in {rec.get('wall_time_s', 0.0):.0f} s"
-    bar.write(f"[{s['paper']}/{s['method']}] {done}/{bar.total} {cell}: {', '.join(shown) or 'done'} ({when})")
+    bar.write(f"[{s.paper}/{s.method}] {done}/{bar.total} {cell}: {', '.join(shown) or 'done'} ({when})")
 
 
-def check_method(params: dict, paper: str, method: str, world: World | None = None) -> dict:
-    """Validate everything a train stage needs, before loading any data or model: the settings,
-    RPO's protocols and few-shot samples, then what only the world knows (its tasks and files)."""
-    s = method_settings(params, paper, method)
-    if paper == "rpo":
-        p = section(params, paper)
-        for proto in s["protocols"]:
-            if proto not in RPO_PROTOCOLS:
-                raise unknown_name("rpo protocol", proto, RPO_PROTOCOLS)
-            if proto not in p:
-                raise ConfigError(f"rpo.{proto} section missing in params.yaml")
-        split_shots = {int(k) for k in section(params, "splits")["shots"]}
-        split_seeds = {int(k) for k in section(params, "splits")["seeds"]}
-        needed = set()
-        if "fewshot" in s["protocols"]:
-            needed |= {int(k) for k in p["fewshot"]["shots"]}
-        for proto in ("base2new", "dg"):
-            if proto in s["protocols"]:
-                needed.add(int(p[proto]["shots"]))
-        if needed - split_shots:
-            raise ConfigError(f"rpo needs shots {sorted(needed - split_shots)} that splits.shots does not make; add them to splits.shots")
-        seeds = set(s["seeds"]) | ({int(x) for x in (p.get("fewshot") or {}).get("seeds", [])} if "fewshot" in s["protocols"] else set())
-        if seeds - split_seeds:
-            raise ConfigError(f"rpo needs seeds {sorted(seeds - split_seeds)} that splits.seeds does not make; add them to splits.seeds")
-    (world or world_for(params)).check_method(paper, s)
+def check_method(params: dict, paper: str, method: str, world: World | None = None) -> RunSettings:
+    """Validate everything a train stage needs, before loading any data or model: the params (the
+    schema: types, ranges, the layout, the splits RPO reads), then what only the world knows (its
+    tasks and files). Returns the run's typed settings."""
+    params = checked(params)
+    s = RunSettings.from_params(params, paper, method)
+    (world or world_for(params)).check_method(s)
     return s
 
 
@@ -437,12 +345,12 @@ def plan_cells(params: dict, paper: str, method: str) -> list[dict]:
     its task's grid-search cells). What a scheduler (``visprompt.launch``, Ray) hands out."""
     s = method_settings(params, paper, method)
     if paper == "rpo":
-        return [{"cell": _rpo_cell(*job), "after": []} for job in _rpo_jobs(section(params, "rpo"), s)]
-    points = _grid_points(s["grid"])
+        return [{"cell": _rpo_cell(*job), "after": []} for job in s.rpo_jobs()]
+    points = s.grid_points()
     out = []
-    for task in s["tasks"]:
+    for task in s.tasks:
         select = [_select_cell(task, point) for point in points] if len(points) > 1 else []
-        out += [{"cell": c, "after": []} for c in select] + [{"cell": f"{task}/seed{seed}", "after": select} for seed in s["seeds"]]
+        out += [{"cell": c, "after": []} for c in select] + [{"cell": f"{task}/seed{seed}", "after": select} for seed in s.seeds]
     return out
 
 
@@ -450,27 +358,28 @@ def run_method(params: dict, paper: str, method: str, progress: bool | None = No
     """Every cell of ``method`` for ``paper``; returns the metrics written by the train stage.
     ``cells``: compute only these (names from :func:`plan_cells`; one Ray task each), reusing
     finished ones they need; the result then holds only those."""
+    params = checked(params)
     world = world_for(params)
     s = check_method(params, paper, method, world)
     wanted = None if cells is None else set(cells)
     if wanted is not None and wanted - {c["cell"] for c in plan_cells(params, paper, method)}:
         raise ConfigError(f"{paper}/{method} has no cell {sorted(wanted - {c['cell'] for c in plan_cells(params, paper, method)})[0]!r}; see experiments.plan_cells")
-    s["code"] = cell_code_hash(world, s["method"])
+    s = dataclasses.replace(s, code=cell_code_hash(world, s.method))
     t0 = time.perf_counter()
     set_threads(params)
-    store = CellStore(runs_root or section(params, "data").get("runs", "data/runs"), paper, method)  # run name
+    store = CellStore(runs_root or s.runs_root, paper, method)  # run name
     if PAPERS[paper] == "vit":
-        cells = _run_supervised(params, world, s, world.load_vit(), progress, store, wanted)
+        cells = _run_supervised(world, s, world.load_vit(), progress, store, wanted)
     elif paper == "vp":
-        cells = _run_supervised(params, world, s, world.load_clip("vp"), progress, store, wanted)
+        cells = _run_supervised(world, s, world.load_clip("vp"), progress, store, wanted)
     else:
-        cells = _run_rpo(params, world, s, world.load_clip("rpo"), progress, store, wanted)
+        cells = _run_rpo(world, s, world.load_clip("rpo"), progress, store, wanted)
     return {
         "paper": paper,
         "method": method,  # the run name (params key)
-        "registered_method": s["method"],
-        "settings": {k: s[k] for k in ("cfg", "recipe", "grid", "seeds", "tasks", "protocols")},
-        "code_hash": s["code"],
+        "registered_method": s.method,
+        "settings": s.record(),
+        "code_hash": s.code,
         "cells": [{k: v for k, v in c.items() if k not in ("fingerprint",)} for c in cells],
         "summary": summarise(cells),
         "stage_time_s": round(time.perf_counter() - t0, 1),

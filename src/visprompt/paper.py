@@ -229,7 +229,7 @@ def status(params: dict, root=None) -> list[dict]:
 def paper_datasets(params: dict) -> dict:
     """Paper -> the datasets its runs read (VPT/VP tasks; RPO's CoOp datasets and DG targets)."""
     r = params.get("rpo") or {}
-    sources, targets = rpo_datasets(params, {"protocols": [p for p in ("base2new", "dg", "fewshot") if r.get(p)]})
+    sources, targets = rpo_datasets(params, [p for p in ("base2new", "dg", "fewshot") if r.get(p)])
     return {"vpt": list((params.get("vpt") or {}).get("tasks") or []), "vp": list((params.get("vp") or {}).get("tasks") or []),
             "rpo": sources + targets}
 

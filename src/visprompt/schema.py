@@ -197,7 +197,7 @@ def method_spec() -> Map:
 
 def paper_spec(paper: str) -> Map:
     keys = {"backbone": Str(), "tasks": List(Str()), "seeds": SEEDS, "recipe": recipe_spec(), "grid": Grid(),
-            "methods": Map(extra=method_spec()), "subsample": Any_(), "selection": Map(extra=Any_()), "template": Str()}
+            "methods": Map(extra=method_spec()), "subsample": Map({"train": Int(lo=1), "val": Int(lo=1)}), "selection": Map(extra=Any_()), "template": Str()}
     if paper == "rpo":
         keys.update({"base2new": Map({"datasets": List(Str()), "shots": Int(lo=1), "hm": Str()}, required=("datasets", "shots")),
                      "dg": Map({"source": Str(), "shots": Int(lo=1), "targets": List(Str())}, required=("source", "shots", "targets")),
@@ -243,6 +243,11 @@ def check_grid_points(params: dict) -> None:
                     Recipe.from_dict({**recipe, **point})
                 except (ConfigError, TypeError) as e:
                     raise ConfigError(f"{paper}.methods.{run}: the grid point {point} gives an invalid recipe: {e}") from None
+            for name, over in (m.get("overrides") or {}).items():
+                try:
+                    Recipe.from_dict({**recipe, **(over.get("recipe") or {})})
+                except (ConfigError, TypeError) as e:
+                    raise ConfigError(f"{paper}.methods.{run}.overrides.{name}.recipe gives an invalid recipe: {e}") from None
 
 
 # --- method cfg: typed from each builder's keyword defaults ------------------------------------
@@ -303,6 +308,9 @@ def check_method_cfgs(params: dict) -> dict:
                 holder["cfg"] = spec.check(holder["cfg"], where)
                 _check_prompt_size(name, holder["cfg"].get("prompt_size"), size, f"{where}.prompt_size")
             for key, values in (m.get("grid") or {}).items():
+                if key not in spec.keys and key not in recipe_spec().keys:
+                    raise ConfigError(f"{path}.grid.{key}: neither a recipe field nor a setting of {name!r}{_did_you_mean(key, [*spec.keys, *recipe_spec().keys])}; "
+                                      f"its settings: {', '.join(spec.keys) or 'none'}")
                 if key in spec.keys:
                     m["grid"][key] = [spec.keys[key].check(v, f"{path}.grid.{key}[{i}]") for i, v in enumerate(values)]
                     for i, v in enumerate(m["grid"][key] if key == "prompt_size" else []):
@@ -344,6 +352,10 @@ def check_layout(params: dict) -> None:
                 home = [p for p, f in PAPERS.items() if f == spec.family]
                 raise ConfigError(f"{paper}.methods.{run}: {spec.name!r} is a {NAMES[spec.family]} method but {paper} runs on the {NAMES[family]}; "
                                   f"move it under {' or '.join(f'{h}.methods' for h in home)}, or choose one of {list_methods(family)}")
+    for paper in ("vpt", "vp"):
+        for run, m in ((params.get(paper) or {}).get("methods") or {}).items():
+            if m.get("overrides"):
+                raise ConfigError(f"{paper}.methods.{run}.overrides: only RPO runs have protocols to override; put the values in its cfg or recipe")
     rpo = params.get("rpo")
     if not rpo:
         return
@@ -360,6 +372,38 @@ def check_layout(params: dict) -> None:
         if name not in sampled:
             raise ConfigError(f"{where}: {name!r} has no few-shot samples{_did_you_mean(str(name), sampled)}; "
                               f"splits.datasets lists {', '.join(map(str, sampled))}: fix the name or add it to splits.datasets")
+    _check_rpo_runs(params, rpo)
+
+
+def _check_rpo_runs(params: dict, rpo: dict) -> None:
+    """Each RPO run's overrides name a protocol or one of its datasets, and the splits stage makes
+    the few-shot samples (shots, seeds) of every protocol the run trains with."""
+    datasets = {str(d) for d in ((rpo.get("base2new") or {}).get("datasets") or []) + ((rpo.get("fewshot") or {}).get("datasets") or [])}
+    if (rpo.get("dg") or {}).get("source"):
+        datasets.add(str(rpo["dg"]["source"]))
+    made_shots, made_seeds = set(params["splits"]["shots"]), set(params["splits"]["seeds"])
+    for run, m in (rpo.get("methods") or {}).items():
+        for name in m.get("overrides") or {}:
+            if name not in PROTOCOLS and name not in datasets:
+                raise ConfigError(f"rpo.methods.{run}.overrides.{name}: not a protocol ({', '.join(PROTOCOLS)}) nor one of their datasets "
+                                  f"({', '.join(sorted(datasets))}){_did_you_mean(name, [*PROTOCOLS, *datasets])}")
+        protocols = m.get("protocols") or PROTOCOLS
+        seeds = set(m.get("seeds") or rpo.get("seeds") or [1])
+        shots = {rpo[p]["shots"] for p in ("base2new", "dg") if p in protocols}
+        if "fewshot" in protocols:
+            shots |= set(rpo["fewshot"]["shots"])
+            seeds |= set(rpo["fewshot"].get("seeds") or [])
+        if shots - made_shots:
+            raise ConfigError(f"rpo.methods.{run} needs shots {sorted(shots - made_shots)} that splits.shots does not make; add them to splits.shots")
+        if seeds - made_seeds:
+            raise ConfigError(f"rpo.methods.{run} needs seeds {sorted(seeds - made_seeds)} that splits.seeds does not make; add them to splits.seeds")
+
+
+def checked(params: dict, source: str = "params") -> dict:
+    """``params`` validated again (4 ms): what the runner reads, whoever built or edited the dict."""
+    import copy
+
+    return validate(copy.deepcopy(params), source)
 
 
 def validate(params: dict, source: str = "params.yaml") -> dict:

@@ -439,12 +439,22 @@ def fit(
 
 
 @torch.no_grad()
+def eval_uses_amp(device: torch.device) -> bool:
+    """Evaluation runs under bf16 autocast on CUDA (whatever the recipe), in fp32 elsewhere."""
+    return device.type == "cuda"
+
+
+def eval_record(device: torch.device) -> dict:
+    """:func:`device_record` of an evaluation on ``device`` (:func:`predict`'s precision)."""
+    return device_record(device, eval_uses_amp(device))
+
+
 def predict(model: torch.nn.Module, data, batch_size: int = 256, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels over a whole split (eval mode, no augmentation)."""
     device = device or next(model.parameters()).device
     model.eval()
     logits, labels = [], []
-    use_amp = device.type == "cuda"
+    use_amp = eval_uses_amp(device)
     for x, y in _Batches(data, batch_size, shuffle=False).epoch(0):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits.append(model(x.to(device)).float().cpu())

@@ -311,18 +311,18 @@ def deviations_from_paper(params: dict) -> list:
 def _budget_deviations(params: dict) -> list:
     """Where the mini run's schedule departs from the reference's (100 epochs, 5 seeds, every method
     on every task, the full grids), read from params.yaml so the text follows the run."""
-    from ..experiments import method_settings
+    from ..settings import RunSettings
 
     if params.get("profile", "mini") != "mini" or not (params.get("vpt") or {}).get("methods"):
         return []
-    runs = {r: method_settings(params, "vpt", r) for r in C.run_names(params, "vpt")}
+    runs = {r: RunSettings.from_params(params, "vpt", r) for r in C.run_names(params, "vpt")}
     by_epochs: dict = {}
     for r, st in runs.items():
-        by_epochs.setdefault(int(st["recipe"].get("epochs", 0)), []).append(r)
+        by_epochs.setdefault(int(st.recipe.get("epochs", 0)), []).append(r)
     epochs = "; ".join(f"{e} epochs: {', '.join(sorted(rs))}" for e, rs in sorted(by_epochs.items()))
     all_tasks = list((params.get("vpt") or {}).get("tasks") or [])
-    fewer = {r: st["tasks"] for r, st in runs.items() if st["tasks"] != all_tasks}
-    seeds = sorted({len(st["seeds"]) for st in runs.values()})
+    fewer = {r: list(st.tasks) for r, st in runs.items() if list(st.tasks) != all_tasks}
+    seeds = sorted({len(st.seeds) for st in runs.values()})
     out = [f"Epochs (reference: 100 for every method, warm-up 10): {epochs}. Linear and MLP train on cached features, "
            "so the CPU budget affords them the reference's 100; every other method gets the budget's epochs (docs/mini_world.md).",
            f"Seeds: {seeds[-1]} per task (reference: 5)" + (f", {seeds[0]} in the ablation runs" if len(seeds) > 1 else "") + "; grids are two-point subsets of the reference's "

@@ -61,6 +61,7 @@ class World:
         """Identity of ``paper``'s backbone weights, for the cells' fingerprints."""
         raise NotImplementedError
 
-    def check_method(self, paper: str, s: dict) -> None:
-        """Fail before any work when a run's tasks, datasets or files do not exist in this world."""
+    def check_method(self, s) -> None:
+        """Fail before any work when the tasks, datasets or files that run ``s``
+        (:class:`visprompt.settings.RunSettings`) reads do not exist in this world."""
         raise NotImplementedError

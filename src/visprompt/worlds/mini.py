@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,19 +15,9 @@ from .base import World
 
 
 def _file_id(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}-{int(st.st_mtime)}"
-
-
-def check_subsample(sizes, paper: str) -> None:
-    """``<paper>.subsample``: ``{train: N, val: M}`` with positive integers (mini profile only)."""
-    if not sizes:
-        return
-    if not isinstance(sizes, dict) or set(sizes) - {"train", "val"}:
-        raise ConfigError(f"{paper}.subsample must map train/val to image counts, e.g. {{train: 400, val: 100}}; got {sizes!r}")
-    for k, v in sizes.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"{paper}.subsample.{k} must be a positive integer, got {v!r}")
+    """The weights' content hash: the same file gives the same id on every machine and checkout
+    (a size and mtime did not: a fresh clone's ``dvc checkout`` gives new mtimes)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 class MiniWorld(World):
@@ -97,15 +88,20 @@ class MiniWorld(World):
         path = self._weights(name)
         return _file_id(path) if path.is_file() else json.dumps(section(self.params, "backbones").get(name), sort_keys=True)
 
-    def check_method(self, paper: str, s: dict) -> None:
-        if paper not in ("vpt", "vp"):
-            return
+    def check_method(self, s) -> None:
         from ..data.mini import all_tasks
 
         known = all_tasks(section(self.params, "data").get("sizes"))
-        for key in s["tasks"]:
+        if s.paper == "rpo":  # every CoOp-mini dataset its protocols read, DG targets included
+            needed = [(f"rpo.{proto}", d) for proto, d, _, _ in s.rpo_jobs()]
+            needed += [("rpo.dg.targets", t) for t in (s.dg.targets if "dg" in s.protocols else ())]
+            coop = [k.split("/", 1)[1] for k, t in known.items() if t.suite == "coop"]
+            for where, name in needed:
+                if f"coop/{name}" not in known:
+                    raise unknown_name(f"{where} entry", name, coop)
+            return
+        if not s.tasks:
+            raise ConfigError(f"{s.tasks_key} is empty; list tasks such as vtab/shapes")
+        for key in s.tasks:
             if key not in known:
-                raise unknown_name(f"{s['tasks_key']} entry", key, [k for k, t in known.items() if t.suite in ("vtab", "fgvc", "vp")])
-        if not s["tasks"]:
-            raise ConfigError(f"{paper}.tasks is empty; list tasks such as vtab/shapes")
-        check_subsample(section(self.params, paper).get("subsample"), paper)
+                raise unknown_name(f"{s.tasks_key} entry", key, [k for k, t in known.items() if t.suite in ("vtab", "fgvc", "vp")])

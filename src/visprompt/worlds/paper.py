@@ -320,17 +320,17 @@ def base_new_classes(params: dict, key: str) -> tuple[list, list]:
     return halves(range(n))
 
 
-def rpo_datasets(params: dict, s: dict) -> tuple[list, list]:
-    """(few-shot source datasets, test-only datasets) an RPO run reads, as ``coop/<name>`` keys."""
+def rpo_datasets(params: dict, protocols) -> tuple[list, list]:
+    """(few-shot source datasets, test-only datasets) that RPO's ``protocols`` read, as ``coop/<name>`` keys."""
 
     p = params.get("rpo") or {}
     sources, targets = [], []
-    if "base2new" in s["protocols"]:
+    if "base2new" in protocols:
         sources += [coop_name(d) for d in p["base2new"]["datasets"]]
-    if "dg" in s["protocols"]:
+    if "dg" in protocols:
         sources.append(coop_name(p["dg"]["source"]))
         targets += [coop_name(d) for d in p["dg"]["targets"]]
-    if "fewshot" in s["protocols"]:
+    if "fewshot" in protocols:
         sources += [coop_name(d) for d in p["fewshot"]["datasets"]]
     return list(dict.fromkeys(sources)), list(dict.fromkeys(targets))
 
@@ -352,25 +352,26 @@ def require_accelerator(params: dict | None = None) -> None:
         f"(or set {ALLOW_CPU}=1)")
 
 
-def check_method(params: dict, paper: str, s: dict) -> None:
+def check_method(params: dict, s) -> None:
     """Everything a paper-profile train stage reads exists, checked before any model or image is loaded."""
     from ..data import real
     from ..data.splits import split_file
 
     require_accelerator(params)
+    paper = s.paper
     backbone_entry(params, paper)
     if paper in ("vpt", "vp"):
         allowed = set(real.VTAB_TASKS) | set(real.FGVC_TASKS) if paper == "vpt" else set(real.VP_TASKS)
-        if not s["tasks"]:
+        if not s.tasks:
             raise ConfigError(f"{paper}.tasks is empty; list tasks such as {sorted(allowed)[0]}")
-        for key in s["tasks"]:
+        for key in s.tasks:
             if key not in allowed:
-                raise unknown_name(f"{s.get('tasks_key', paper + '.tasks')} entry", key, allowed)
-        for key in s["tasks"]:
+                raise unknown_name(f"{s.tasks_key} entry", key, allowed)
+        for key in s.tasks:
             check_prepared(params, key)
             transform_rule(params, key, "train")
         return
-    sources, targets = rpo_datasets(params, s)
+    sources, targets = rpo_datasets(params, s.protocols)
     for key in sources + targets:
         check_prepared(params, key)
         transform_rule(params, key, "train")
@@ -379,16 +380,8 @@ def check_method(params: dict, paper: str, s: dict) -> None:
     for key in sources:
         if key not in sampled:
             raise ConfigError(f"rpo reads few-shot samples of {key} but splits.datasets does not list {key.split('/', 1)[1]!r}; add it")
-    p = params["rpo"]
-    needed = []
-    if "base2new" in s["protocols"]:
-        needed += [(d, int(p["base2new"]["shots"]), seed) for d in p["base2new"]["datasets"] for seed in s["seeds"]]
-    if "dg" in s["protocols"]:
-        needed += [(p["dg"]["source"], int(p["dg"]["shots"]), seed) for seed in s["seeds"]]
-    if "fewshot" in s["protocols"]:
-        f = p["fewshot"]
-        needed += [(d, int(k), int(seed)) for d in f["datasets"] for k in f["shots"] for seed in f.get("seeds", s["seeds"])]
-    root = splits.get("root", "data/fewshot")
+    needed = [(d, k, seed) for _, d, k, seed in s.rpo_jobs()]
+    root = s.splits_root
     missing = [str(split_file(root, d, k, seed)) for d, k, seed in needed if not split_file(root, d, k, seed).is_file()]
     if missing:
         raise ConfigError(f"{len(missing)} few-shot sample file(s) missing, e.g. {missing[0]}; run the paper splits stage first: "
@@ -435,7 +428,7 @@ class PaperWorld(World):
     def backbone_id(self, paper: str) -> str:
         return backbone_id(self.params, paper)
 
-    def check_method(self, paper: str, s: dict) -> None:
-        if paper in ("vpt", "vp") and (self.params.get(paper) or {}).get("subsample"):
-            raise ConfigError(f"{paper}.subsample is for the mini profile (its VTAB-mini/VP-mini splits); remove it from the paper params")
-        check_method(self.params, paper, s)
+    def check_method(self, s) -> None:
+        if s.subsample is not None:
+            raise ConfigError(f"{s.paper}.subsample is for the mini profile (its VTAB-mini/VP-mini splits); remove it from the paper params")
+        check_method(self.params, s)
