@@ -8,7 +8,6 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..config import section
 from ..errors import ConfigError, unknown_name
 from ..utils import load_into, load_weights
 from .base import World
@@ -26,19 +25,21 @@ class MiniWorld(World):
     name = "mini"
     code_modules = ("visprompt.data.store", "visprompt.data.mini")
 
-    @property
-    def data_root(self) -> str:
-        return section(self.params, "data").get("root", "data/mini")
+    def __init__(self, params: dict):
+        super().__init__(params)
+        data, backbones = params.get("data") or {}, params.get("backbones") or {}  # checked at load (schema)
+        self.data_root: str = data.get("root", "data/mini")
+        self.sizes: dict | None = data.get("sizes")  # overrides of data.mini.DEFAULT_SIZES
+        self.backbones_root = Path(backbones.get("root", "data/backbones"))
+        self.backbone_settings: dict = {name: {k: v for k, v in (backbones.get(name) or {}).items() if k != "weights"} for name in ("vit", "clip")}
 
     def _weights(self, name: str) -> Path:
-        return Path(section(self.params, "backbones").get("root", "data/backbones")) / f"tiny_{name}.pt"
-
+        return self.backbones_root / f"tiny_{name}.pt"
 
     def load_vit(self):
         from ..backbones.vit import VitConfig, create_vit, load_state
 
-        bb = section(self.params, "backbones")
-        cfg = VitConfig.from_dict({k: v for k, v in bb["vit"].items() if k != "weights"})
+        cfg = VitConfig.from_dict(self.backbone_settings["vit"])
         model = create_vit(cfg)
         if cfg.arch == "mini":
             load_state(model, self._weights("vit"))
@@ -47,8 +48,7 @@ class MiniWorld(World):
     def load_clip(self, paper: str):
         from ..backbones.clip import ClipConfig, create_clip, get_tokenizer
 
-        bb = section(self.params, "backbones")
-        cfg = ClipConfig.from_dict({k: v for k, v in bb["clip"].items() if k != "weights"})
+        cfg = ClipConfig.from_dict(self.backbone_settings["clip"])
         model = create_clip(cfg)
         if cfg.arch == "mini":
             path = self._weights("clip")
@@ -86,12 +86,12 @@ class MiniWorld(World):
     def backbone_id(self, paper: str) -> str:
         name = "vit" if paper == "vpt" else "clip"
         path = self._weights(name)
-        return _file_id(path) if path.is_file() else json.dumps(section(self.params, "backbones").get(name), sort_keys=True)
+        return _file_id(path) if path.is_file() else json.dumps(self.backbone_settings[name], sort_keys=True)
 
     def check_method(self, s) -> None:
         from ..data.mini import all_tasks
 
-        known = all_tasks(section(self.params, "data").get("sizes"))
+        known = all_tasks(self.sizes)
         if s.paper == "rpo":  # every CoOp-mini dataset its protocols read, DG targets included
             needed = [(f"rpo.{proto}", d) for proto, d, _, _ in s.rpo_jobs()]
             needed += [("rpo.dg.targets", t) for t in (s.dg.targets if "dg" in s.protocols else ())]
