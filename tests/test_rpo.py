@@ -527,6 +527,23 @@ def test_bench_rpo_runs_on_mini(tmp_path):
     assert res["fast_over_frozen"] == pytest.approx(saved["seconds"]["fast"] / saved["seconds"]["frozen"])
     assert sum(res["fast_breakdown"].values()) == pytest.approx(res["fast_over_frozen"], abs=0.01)  # the parts add up
     assert res["plain_over_fast"] > 0
+    # arithmetic: the fast step does less work than the plain one and more than a frozen forward,
+    # and its parts add up to it (the image pass skips the last layer's unused work)
+    f = res["flops_over_frozen"]
+    assert f["frozen"] == 1 and 1 < f["fast"] < f["plain"] and 0 < f["fast_frozen_part"] < 1 and f["fast_text_part"] > 0
+    assert sum(res["flops_breakdown"].values()) == pytest.approx(f["fast"], abs=0.01)
+
+
+def test_flop_count_includes_the_cpu_attention_kernel():
+    """torch's counter saw 0 FLOPs in the CPU attention kernel; the bench adds its formula."""
+    import torch.nn.functional as F
+
+    from visprompt.bench_rpo import count_flops
+
+    q, k, v = (torch.randn(2, 4, 50, 32) for _ in range(3))
+    mask = torch.ones(50, 50, dtype=torch.bool)
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)) == 2 * (2 * 4 * 50 * 50 * 32) * 2  # QK^T and AV
+    assert count_flops(lambda: torch.randn(3, 5) @ torch.randn(5, 7)) == 2 * 3 * 5 * 7
 
 
 def test_text_cache_built_in_chunks_is_the_same(mini, monkeypatch):

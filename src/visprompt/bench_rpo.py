@@ -10,8 +10,11 @@ On the same batch it times, as the median of ``--repeats`` runs after one warm-u
 (c) ``fast``: the same step with the read-only fast path (``fast=True``).
 
 It reports wall-clock seconds and process CPU seconds (steadier on a shared machine), the
-ratios ``fast / frozen`` (target from the issue: <= 1.3) and ``plain / fast``, torch threads and
-device. The CLIP has random weights: timing does not depend on them. Usage::
+ratios ``fast / frozen`` (target from issue #15: <= 1.2) and ``plain / fast``, torch threads and
+device. It also counts each step's arithmetic (``torch.utils.flop_counter``: the matmuls,
+convolutions and attention, forward and backward) in frozen forwards: the ratio a faster
+implementation of the *same* algorithm could at best reach. The CLIP has random weights: timing
+does not depend on them. Usage::
 
     python -m visprompt.bench_rpo --model ViT-B-16 --batch 8 --K 24 --out reports/bench_rpo.json
 """
@@ -112,7 +115,9 @@ def run(model: str = "mini", batch: int = 8, K: int = 24, classes: int = 10, rep
         rpo.text_features().sum().backward()
 
     parts = {"fast_frozen_part": fast_frozen_part, "fast_text_part": fast_text_part}
-    t = _time({"frozen": frozen, "plain": step(False), "fast": step(True), **parts}, repeats, device)
+    fns = {"frozen": frozen, "plain": step(False), "fast": step(True), **parts}
+    t = _time(fns, repeats, device)
+    flops = {k: count_flops(fn) for k, fn in fns.items()}
     med = {kind: {k: statistics.median(v) for k, v in t[kind].items()} for kind in t}
     best = {k: min(v) for k, v in t["wall"].items()}
     env = environment_info(device)
@@ -130,13 +135,18 @@ def run(model: str = "mini", batch: int = 8, K: int = 24, classes: int = 10, rep
         # the fast step in frozen forwards: its no-grad image pass + the text prompts (independent of the
         # batch) + the rest (the image prompt rows forward and backward, the head, the optimizer)
         "fast_breakdown": breakdown(med["wall"]),
+        # the same in arithmetic: what the fast step costs in frozen forwards if every FLOP ran at the
+        # frozen forward's speed (the floor of fast_over_frozen for this algorithm)
+        "flops": flops,
+        "flops_over_frozen": {k: round(v / flops["frozen"], 3) for k, v in flops.items()},
+        "flops_breakdown": breakdown({k: float(v) for k, v in flops.items()}),
         "plain_over_fast": med["wall"]["plain"] / med["wall"]["fast"],
         "cpu_fast_over_frozen": med["cpu"]["fast"] / med["cpu"]["frozen"],
         "cpu_plain_over_fast": med["cpu"]["plain"] / med["cpu"]["fast"],
         "min_seconds": best,
         "min_fast_over_frozen": best["fast"] / best["frozen"],
         "min_plain_over_fast": best["plain"] / best["fast"],
-        "target_fast_over_frozen": 1.3,
+        "target_fast_over_frozen": 1.2,
         "all_seconds": t["wall"],
         "all_cpu_seconds": t["cpu"],
         "notes": (
@@ -152,6 +162,33 @@ def run(model: str = "mini", batch: int = 8, K: int = 24, classes: int = 10, rep
         "torch": env["torch"],
         "open_clip": env["open_clip"],
     }
+
+
+def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_sdpa_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's counter knows the CUDA attention kernels but not the CPU one (it counted 0): the same formulas
+CPU_SDPA_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+                  torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flops}
+
+
+def count_flops(fn) -> int:
+    """Floating-point operations of one call of ``fn`` (matmuls, convolutions, attention; forward and
+    backward), as torch's own counter sees them (plus the CPU attention kernel)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def breakdown(seconds: dict) -> dict:
@@ -179,12 +216,16 @@ def main(argv=None) -> dict:
         print(
             f"{res['model']} batch {res['batch']} K {res['K']} classes {res['classes']} on {res['device']} ({res['torch_threads']} threads), {kind}: "
             f"frozen {s['frozen']:.4f} s, plain step {s['plain']:.4f} s, fast step {s['fast']:.4f} s "
-            f"(its frozen part {s['fast_frozen_part']:.4f} s); fast/frozen {res[pre + 'fast_over_frozen']:.3f} (target <= 1.3), "
+            f"(its frozen part {s['fast_frozen_part']:.4f} s); fast/frozen {res[pre + 'fast_over_frozen']:.3f} (target <= {res['target_fast_over_frozen']}), "
             f"plain/fast {res[pre + 'plain_over_fast']:.2f}"
         )
     b = res["fast_breakdown"]
     print(f"  fast step in frozen forwards = no-grad image pass {b['frozen_image_pass']:.2f} + text prompts {b['text_prompts']:.2f} "
           f"+ image prompts, head and optimizer {b['image_prompts_head_optimizer']:.2f}")
+    f, b = res["flops_over_frozen"], res["flops_breakdown"]
+    print(f"  arithmetic (FLOPs) in frozen forwards: fast step {f['fast']:.2f} = image pass {b['frozen_image_pass']:.2f} + text prompts {b['text_prompts']:.2f} "
+          f"+ image prompts, head {b['image_prompts_head_optimizer']:.2f}; plain step {f['plain']:.2f} "
+          f"(the fast step's wall-clock ratio can reach {f['fast']:.2f} at best without changing the algorithm)")
     s = res["min_seconds"]
     print(
         f"  fastest repeats (wall): frozen {s['frozen']:.4f} s, plain {s['plain']:.4f} s, fast {s['fast']:.4f} s; "
