@@ -483,8 +483,11 @@ def test_reports_and_index_of_the_paper_profile_tag_measured_numbers_real(prepar
 def _ray_processes() -> list:
     import subprocess
 
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines() if "ray::" in ln or "raylet" in ln or "gcs_server" in ln]
+    # a zombie (state Z) has exited: where nothing reaps orphans (a container whose PID 1 is not an
+    # init) an exited gcs_server stays listed as "<defunct>", although it runs no more
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    running = [ln for ln in out.splitlines() if not ln.split()[1].startswith("Z")]
+    return [ln for ln in running if "ray::" in ln or "raylet" in ln or "gcs_server" in ln]
 
 
 def ray_processes_after_exit(timeout_s: float = 30) -> list:
