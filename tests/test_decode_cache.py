@@ -59,7 +59,39 @@ def per_item(ds, indices) -> torch.Tensor:
 
 
 def cache_files(params) -> list:
-    return sorted((paper_world.data_root(params) / decode_cache.CACHE_DIR).rglob("*"))
+    """The cache's files, without the builders' lock files (empty; one per cache file)."""
+    return sorted(p for p in (paper_world.data_root(params) / decode_cache.CACHE_DIR).rglob("*") if p.suffix != ".lock")
+
+
+def test_two_processes_needing_one_cache_decode_it_once(params, monkeypatch):
+    """Concurrent builds of one file each decoded everything; now the second waits for the first's
+    file (two threads, each with its own lock file handle, conflict as two processes do)."""
+    import threading
+    import time
+
+    ds = world_for(params).load_data("vtab/dtd", "test", MEAN, STD)
+    want = per_item(ds, range(len(ds)))
+    builds, build = [], decode_cache._build
+
+    def slow_build(*args, **kwargs):
+        builds.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for the other thread to arrive while this one builds
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(decode_cache, "_build", slow_build)
+    start, got = threading.Barrier(2), []
+
+    def load():
+        start.wait()
+        got.append(ds.tensors()[0])
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and len(got) == 2
+    assert all(torch.equal(x[torch.arange(len(ds))], want) for x in got)
 
 
 def test_cached_batches_are_bit_identical_to_the_per_item_transform(params):

@@ -16,6 +16,8 @@ trusted; a file that cannot be read or has the wrong shape is rebuilt with a war
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -123,7 +125,7 @@ def _build(path: Path, data, geometric, size: int, workers: int, progress=None) 
         raise
 
 
-def _readable(path: Path, shape: tuple) -> bool:
+def _readable(path: Path, shape: tuple, warn: bool = True) -> bool:
     """Whether ``path`` is a complete uint8 array of ``shape``; warns (and says it is rebuilt) otherwise."""
     try:
         rows = np.load(path, mmap_mode="r")
@@ -132,8 +134,27 @@ def _readable(path: Path, shape: tuple) -> bool:
         problem = f"holds {rows.dtype} {rows.shape}, expected uint8 {shape}"
     except Exception as err:  # a truncated or damaged file: ValueError, OSError, ... by damage
         problem = f"is unreadable ({type(err).__name__}: {err})"
-    warnings.warn(f"decode cache {path} {problem}; rebuilding it", stacklevel=3)
+    if warn:
+        warnings.warn(f"decode cache {path} {problem}; rebuilding it", stacklevel=3)
     return False
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """One builder per cache file: a second process that needs it (another Ray job on the node, or
+    on a shared filesystem) waits for the first, then reads its file instead of decoding every
+    image again. An OS file lock (``flock``): the kernel drops it if its holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"decode cache {path.name}: waiting for the process that is building it", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def open_cache(data, transform, spec: CacheSpec, workers: int = 0, progress=None) -> "CachedImages":
@@ -142,7 +163,9 @@ def open_cache(data, transform, spec: CacheSpec, workers: int = 0, progress=None
     path = cache_path(spec, data, geometric)
     shape = (len(data), 3, spec.size, spec.size)
     if not (path.is_file() and _readable(path, shape)):
-        _build(path, data, geometric, spec.size, workers, progress)
+        with _build_lock(path):
+            if not (path.is_file() and _readable(path, shape, warn=False)):  # else built while this one waited
+                _build(path, data, geometric, spec.size, workers, progress)
     return CachedImages(path, mean, std)
 
 
