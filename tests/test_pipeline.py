@@ -30,7 +30,12 @@ def test_dvc_repro_smoke_twice(tmp_path):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, proj / name)
     shutil.copy(ROOT / "tests" / "smoke" / "params.yaml", proj / "params.yaml")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    # the copied sources are the ones that run (PYTHONPATH comes before the editable install), so
+    # the stages execute exactly the code their DVC deps hash
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(proj / "src")}
+    imported = _run([sys.executable, "-c", "import visprompt; print(visprompt.__file__)"], proj, env).strip()
+    assert Path(imported) == proj / "src" / "visprompt" / "__init__.py", imported
     _run(["dvc", "init", "--no-scm", "-q"], proj, env)
     _run(["dvc", "config", "core.analytics", "false"], proj, env)
     _run(["dvc", "repro"], proj, env)
