@@ -378,6 +378,8 @@ def check_layout(params: dict) -> None:
 def _check_rpo_runs(params: dict, rpo: dict) -> None:
     """Each RPO run's overrides name a protocol or one of its datasets, and the splits stage makes
     the few-shot samples (shots, seeds) of every protocol the run trains with."""
+    from .settings import RunSettings
+
     datasets = {str(d) for d in ((rpo.get("base2new") or {}).get("datasets") or []) + ((rpo.get("fewshot") or {}).get("datasets") or [])}
     if (rpo.get("dg") or {}).get("source"):
         datasets.add(str(rpo["dg"]["source"]))
@@ -387,12 +389,8 @@ def _check_rpo_runs(params: dict, rpo: dict) -> None:
             if name not in PROTOCOLS and name not in datasets:
                 raise ConfigError(f"rpo.methods.{run}.overrides.{name}: not a protocol ({', '.join(PROTOCOLS)}) nor one of their datasets "
                                   f"({', '.join(sorted(datasets))}){_did_you_mean(name, [*PROTOCOLS, *datasets])}")
-        protocols = m.get("protocols") or PROTOCOLS
-        seeds = set(m.get("seeds") or rpo.get("seeds") or [1])
-        shots = {rpo[p]["shots"] for p in ("base2new", "dg") if p in protocols}
-        if "fewshot" in protocols:
-            shots |= set(rpo["fewshot"]["shots"])
-            seeds |= set(rpo["fewshot"].get("seeds") or [])
+        jobs = RunSettings.from_params(params, "rpo", run).rpo_jobs()  # the (protocol, dataset, shots, seed) cells it trains
+        shots, seeds = {k for _, _, k, _ in jobs}, {seed for _, _, _, seed in jobs}
         if shots - made_shots:
             raise ConfigError(f"rpo.methods.{run} needs shots {sorted(shots - made_shots)} that splits.shots does not make; add them to splits.shots")
         if seeds - made_seeds:
